@@ -1,0 +1,1 @@
+"""The appliance agent: serves the appliance API v1 and turns configs into Linux state."""

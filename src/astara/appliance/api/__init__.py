@@ -1,0 +1,1 @@
+"""HTTP only: routes, authentication, error responses. No Linux work happens here."""

@@ -1,0 +1,1 @@
+"""Pure functions from a RouterPlan to configuration text (nftables, dnsmasq, bird)."""

@@ -1,0 +1,1 @@
+"""Low-level system access: namespaces, child processes, atomic files."""

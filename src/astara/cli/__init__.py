@@ -1,0 +1,1 @@
+"""The ``astara`` command: parses arguments, wires dependencies, prints. No logic."""

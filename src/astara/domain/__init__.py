@@ -1,0 +1,1 @@
+"""Pure values shared by every part: no I/O, standard library only."""

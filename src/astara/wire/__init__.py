@@ -1,0 +1,1 @@
+"""Versioned contracts between the parts (appliance API v1, Neutron notifications)."""
