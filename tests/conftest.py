@@ -1,0 +1,96 @@
+"""Suite-wide fixtures: the leak check every test run is subject to, and the lab.
+
+Every lab of a run is named ``test-<run>-<n>`` and its host links ``t<run><n>…``,
+so the leak check looks only at what this run made, even when several runs
+share the machine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from astara.lab import Lab
+
+RUN = secrets.token_hex(2)
+_labs = itertools.count()
+_inodes: set[int] = set()
+
+
+def run_prefix() -> str:
+    """The prefix of every object this test run creates (namespaces, state dirs)."""
+    return f"test-{RUN}"
+
+
+def _namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    names = {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
+    return {n for n in names if n.startswith(run_prefix())}
+
+
+def _links() -> set[str]:
+    return {n for n in os.listdir("/sys/class/net") if n.startswith(f"t{RUN}")}
+
+
+def _processes() -> set[tuple[int, str]]:
+    """Live processes inside a namespace of this run, or naming this run on their command line."""
+    found: set[tuple[int, str]] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            comm = Path(f"/proc/{entry}/comm").read_text().strip()
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            inode = os.stat(f"/proc/{entry}/ns/net").st_ino
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if state != "Z" and (inode in _inodes or run_prefix() in cmdline):
+            found.add((int(entry), comm))
+    return found
+
+
+def _netns_etc() -> set[str]:
+    try:
+        return {n for n in os.listdir("/etc/netns") if n.startswith(run_prefix())}
+    except FileNotFoundError:
+        return set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Fail the run if it leaves a namespace, a link, a process or an /etc/netns entry behind."""
+    yield
+    leaked = {
+        "namespaces": sorted(_namespaces()),
+        "links": sorted(_links()),
+        "processes": sorted(_processes()),
+        "/etc/netns": sorted(_netns_etc()),
+    }
+    leaked = {kind: items for kind, items in leaked.items() if items}
+    assert not leaked, f"the test run leaked: {leaked}"
+
+
+def new_lab() -> Lab:
+    """A lab named for this run; register its namespaces with the leak check."""
+    if os.geteuid() != 0:
+        pytest.fail("dataplane tests need root (network namespaces); run the suite as root")
+    n = next(_labs)
+    return Lab(f"{run_prefix()}-{n}", link_tag=f"t{RUN}{n}x")
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    """A lab removed after the test."""
+    made = new_lab()
+    try:
+        yield made
+    finally:
+        _inodes.update(made.netns_inodes)
+        made.close()
