@@ -10,7 +10,9 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,6 +85,17 @@ def new_lab() -> Lab:
         pytest.fail("dataplane tests need root (network namespaces); run the suite as root")
     n = next(_labs)
     return Lab(f"{run_prefix()}-{n}", link_tag=f"t{RUN}{n}x")
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A scratch directory others may enter (dnsmasq reads its files after dropping root)."""
+    path = Path(tempfile.mkdtemp(prefix=f"{run_prefix()}-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

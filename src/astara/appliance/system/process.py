@@ -28,7 +28,10 @@ def install_child_watcher() -> None:
     """Watch children with pidfds: no thread per child, which matters at 1,000 appliances."""
     if hasattr(asyncio, "PidfdChildWatcher"):
         with contextlib.suppress(NotImplementedError, AttributeError, OSError):
-            asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
+            watcher = asyncio.PidfdChildWatcher()
+            asyncio.set_child_watcher(watcher)
+            with contextlib.suppress(RuntimeError):  # no running loop: attached when one starts
+                watcher.attach_loop(asyncio.get_running_loop())
 
 
 def _alive(pid: int) -> bool:

@@ -1,0 +1,178 @@
+"""One appliance: its namespace, its applied configuration, and the services that realise it.
+
+``Router.push`` is the transaction behind ``PUT /v1/system/config/``:
+
+1. plan    -- validate the body against itself and the kernel's NICs (ConfigError, 422);
+2. check   -- every daemon checks what it would load (``nft -c``, ``dnsmasq --test``,
+              ``bird -p``); a refusal is a ConfigError too; nothing has been touched;
+3. apply   -- links and addresses, firewall (one atomic nft transaction), conntrack
+              flush of removed addresses, dnsmasq, bird, metadata proxy;
+4. commit  -- remember the config (in memory and in ``state_dir/config.json``).
+
+If step 3 fails, the previous plan is applied again (or, for a first push,
+everything is stopped) and ApplyError is raised: the previous configuration
+keeps running. Pushes are serialised per appliance; the same config twice
+changes nothing and restarts nothing, because every service converges by diff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from astara.appliance.errors import ApplianceError, ApplyError, CommandError, ConfigError
+from astara.appliance.plan import IPAddress, RouterPlan, build_plan
+from astara.appliance.services import Service
+from astara.appliance.services.bird import Bird
+from astara.appliance.services.conntrack import flush_addresses
+from astara.appliance.services.dnsmasq import Dnsmasq
+from astara.appliance.services.firewall import Firewall
+from astara.appliance.services.metadata import MetadataProxy
+from astara.appliance.services.netlink import Links
+from astara.appliance.system.files import write_atomic
+from astara.appliance.system.netns import Netns
+from astara.wire.appliance_v1 import ConfigurationBody, InterfaceState, Status
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+
+
+class Router:
+    """The agent's view of one appliance."""
+
+    def __init__(
+        self,
+        *,
+        netns: Netns,
+        state_dir: Path,
+        api_port: int = 5000,
+        metadata_port: int = 9602,
+    ) -> None:
+        self.netns = netns
+        self.state_dir = state_dir
+        self.links = Links(netns=netns)
+        self.firewall = Firewall(
+            netns=netns, state_dir=state_dir, api_port=api_port, metadata_port=metadata_port
+        )
+        self.dnsmasq = Dnsmasq(netns=netns, state_dir=state_dir)
+        self.bird = Bird(netns=netns, state_dir=state_dir)
+        self.metadata = MetadataProxy(netns=netns, port=metadata_port)
+        self.protected: set[IPAddress] = set()
+        self.config: ConfigurationBody | None = None
+        self.plan: RouterPlan | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def daemons(self) -> tuple[Service, ...]:
+        """The services after the netlink step, in the order they are applied."""
+        return (self.firewall, self.dnsmasq, self.bird, self.metadata)
+
+    # -- the transaction ----------------------------------------------------------
+    async def push(self, body: ConfigurationBody) -> ConfigurationBody:
+        """Validate, check, apply and commit ``body``; see the module docstring."""
+        async with self._lock:
+            plan = build_plan(body.configuration, await self.links.links())
+            for service in self.daemons:
+                try:
+                    await service.check(plan)
+                except ApplyError as exc:
+                    raise ConfigError(
+                        "configuration", f"{exc.step} refused it: {exc.reason}"
+                    ) from exc
+            try:
+                await self._apply(plan)
+            except (ApplianceError, OSError) as exc:
+                await self._restore()
+                if isinstance(exc, ApplyError):
+                    raise
+                raise ApplyError(type(exc).__name__, str(exc)) from exc
+            self.plan, self.config = plan, body
+            write_atomic(self.state_dir / CONFIG_FILE, body.model_dump_json(indent=1), 0o600)
+            return body
+
+    async def _apply(self, plan: RouterPlan) -> bool:
+        change = await self.links.apply(plan, protected=self.protected)
+        changed = change.changed
+        for service in self.daemons:
+            changed = await service.apply(plan) or changed
+            if service is self.firewall and change.removed:
+                await flush_addresses(self.netns, change.removed)
+        log.info("%s: applied (%s)", self.netns.label, "changed" if changed else "no change")
+        return changed
+
+    async def _restore(self) -> None:
+        """Put the previous plan back after a failed apply; best effort, logged."""
+        try:
+            if self.plan is not None:
+                await self._apply(self.plan)
+            else:
+                await self._stop_services()
+        except (ApplianceError, OSError):
+            log.exception("%s: restoring the previous configuration failed", self.netns.label)
+
+    # -- start and stop -----------------------------------------------------------
+    async def resume(self) -> None:
+        """Re-apply the configuration saved by an earlier agent (adopting its daemons)."""
+        path = self.state_dir / CONFIG_FILE
+        if not path.exists():
+            return
+        try:
+            body = ConfigurationBody.model_validate(json.loads(path.read_text()))
+            await self.push(body)
+        except (ValueError, ValidationError, ApplianceError) as exc:
+            log.error("%s: could not resume the saved configuration: %s", self.netns.label, exc)
+
+    async def _stop_services(self) -> None:
+        for service in reversed(self.daemons):
+            try:
+                await service.stop()
+            except (ApplianceError, OSError) as exc:
+                log.warning("%s: stopping %s: %s", self.netns.label, type(service).__name__, exc)
+
+    async def close(self, *, stop_services: bool) -> None:
+        """Release the agent's resources; with ``stop_services`` also daemons, rules and state."""
+        async with self._lock:
+            if stop_services:
+                await self._stop_services()
+            else:
+                await self.metadata.stop()  # in-process listeners die with the agent anyway
+            self.links.close()
+            if stop_services:
+                shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    # -- reading ------------------------------------------------------------------
+    async def interfaces(self) -> list[InterfaceState]:
+        return await self.links.interfaces()
+
+    async def interface(self, ifname: str) -> InterfaceState:
+        return await self.links.interface(ifname)
+
+    async def firewall_rules(self) -> str:
+        return await self.firewall.listing()
+
+    async def status(self) -> Status:
+        """v4/v6: the default gateway of that family answers (neighbour table, else one ping)."""
+        plan = self.plan
+        if plan is None:
+            return Status(v4=False, v6=False)
+        return Status(
+            v4=await self._gateway_ok(plan.default_v4_gateway),
+            v6=await self._gateway_ok(plan.default_v6_gateway),
+        )
+
+    async def _gateway_ok(self, gateway: IPAddress | None) -> bool:
+        if gateway is None:
+            return False
+        if await self.links.gateway_alive(gateway):
+            return True
+        with contextlib.suppress(CommandError):
+            await self.netns.run(["ping", "-n", "-q", "-c1", "-W1", str(gateway)], timeout=3)
+            return True
+        return False

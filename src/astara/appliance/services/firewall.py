@@ -1,0 +1,124 @@
+"""The router's firewall and NAT: the nftables table ``inet astara`` in one namespace.
+
+Owns, and touches nothing else: the table ``inet astara`` in ``netns`` (other
+tables in the namespace are left alone), and in ``state_dir`` the file
+``ruleset.nft`` (the text last loaded) plus short-lived scratch files
+``ruleset.check.nft`` and ``ruleset.next.nft``. Driven by the appliance's apply
+sequence through the ``Service`` protocol; ``listing`` serves
+``GET /v1/firewall/rules/``.
+
+Invariants:
+- every load is one ``nft -f`` transaction that replaces the whole table, so
+  the kernel holds either the previous ruleset or the new one, never a mix; a
+  rejected ruleset leaves the previous one in force;
+- ``ruleset.nft`` is written only after nft accepted its text, so it is always
+  what the kernel holds while the namespace lives. ``apply`` trusts it: the
+  same plan twice runs nft once. Whoever recreates the namespace calls
+  ``stop()`` first, so that the next ``apply`` loads again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from astara.appliance.errors import ApplyError, CommandError
+from astara.appliance.plan import RouterPlan
+from astara.appliance.render.nftables import TABLE, render_ruleset
+from astara.appliance.system.files import read_text
+from astara.appliance.system.netns import Netns
+
+STEP = "firewall"
+_DROP_TABLE = f"table {TABLE} {{}}\ndelete table {TABLE}\n"  # works whether or not it exists
+
+
+class Firewall:
+    """Loads, lists and removes the appliance's nftables table; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        netns: Netns,
+        state_dir: Path,
+        api_port: int = 5000,
+        metadata_port: int = 9602,
+    ) -> None:
+        self._netns = netns
+        self._state_dir = state_dir
+        self._api_port = api_port
+        self._metadata_port = metadata_port
+
+    async def check(self, plan: RouterPlan) -> None:
+        """Have nft validate the ruleset for ``plan`` without loading it.
+
+        Changes nothing in the kernel. Raises ApplyError with nft's message if
+        the text is rejected.
+        """
+        await self._check_text(self._render(plan))
+
+    async def apply(self, plan: RouterPlan) -> bool:
+        """Load the ruleset for ``plan`` in one transaction; False if it is already loaded.
+
+        Idempotent. Raises ApplyError with nft's message if nft rejects the
+        text; the previous ruleset then stays in force.
+        """
+        text = self._render(plan)
+        if read_text(self._active) == text:
+            return False
+        scratch = self._scratch("ruleset.next.nft", text)
+        try:
+            await self._nft(["-f", str(scratch)])
+        except ApplyError:
+            scratch.unlink(missing_ok=True)
+            raise
+        os.replace(scratch, self._active)
+        return True
+
+    async def listing(self) -> str:
+        """The table as the kernel holds it (``nft list table``), or "" if it is absent.
+
+        Raises CommandError if nft cannot be run in the namespace.
+        """
+        if not self._netns.exists():
+            return ""
+        tables = await self._netns.run(["nft", "list", "tables", "inet"])
+        if f"table {TABLE}" not in tables.splitlines():
+            return ""
+        family, name = TABLE.split()
+        return await self._netns.run(["nft", "list", "table", family, name])
+
+    async def stop(self) -> None:
+        """Delete the table if present and forget the loaded text. Idempotent.
+
+        Raises ApplyError if nft fails on a namespace that exists.
+        """
+        if self._netns.exists():
+            await self._nft(["-f", "-"], stdin=_DROP_TABLE.encode())
+        for name in ("ruleset.nft", "ruleset.next.nft", "ruleset.check.nft"):
+            (self._state_dir / name).unlink(missing_ok=True)
+
+    @property
+    def _active(self) -> Path:
+        return self._state_dir / "ruleset.nft"
+
+    def _render(self, plan: RouterPlan) -> str:
+        return render_ruleset(plan, api_port=self._api_port, metadata_port=self._metadata_port)
+
+    async def _check_text(self, text: str) -> None:
+        scratch = self._scratch("ruleset.check.nft", text)
+        try:
+            await self._nft(["-c", "-f", str(scratch)])
+        finally:
+            scratch.unlink(missing_ok=True)
+
+    def _scratch(self, name: str, text: str) -> Path:
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+        path = self._state_dir / name
+        path.write_text(text)
+        return path
+
+    async def _nft(self, args: list[str], *, stdin: bytes | None = None) -> None:
+        try:
+            await self._netns.run(["nft", *args], stdin=stdin)
+        except CommandError as exc:
+            raise ApplyError(STEP, exc.output.strip() or str(exc)) from exc
