@@ -62,12 +62,24 @@ class Lab:
         """Run a command inside namespace ``ns``."""
         return self.sh(["ip", "netns", "exec", ns, *argv], check=check, timeout=timeout)
 
-    def spawn(self, ns: str | None, argv: list[str]) -> subprocess.Popen[bytes]:
-        """Start a long-running process (in ``ns``), stopped by ``close()``."""
+    def spawn(
+        self, ns: str | None, argv: list[str], *, log: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a long-running process (in ``ns``), stopped by ``close()``.
+
+        Its stderr goes to ``log`` if given, else to a pipe nobody reads: give a
+        log to anything that may write much.
+        """
         full = argv if ns is None else ["ip", "netns", "exec", ns, *argv]
-        proc = subprocess.Popen(
-            full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-        )
+        if log is None:
+            proc = subprocess.Popen(
+                full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            )
+        else:
+            with open(log, "ab") as sink:
+                proc = subprocess.Popen(
+                    full, stdout=subprocess.DEVNULL, stderr=sink, start_new_session=True
+                )
         self.processes.append(proc)
         return proc
 

@@ -76,7 +76,8 @@ def running(lab: Lab, workdir: Path) -> Iterator[Running]:
     token_file = tmp_path / "token"
     token_file.write_text(token + "\n")
     metadata = _start_metadata(str(scenario.mgmt_host))
-    agent = lab.spawn(None, sc.agent_command(scenario, token_file=token_file))
+    agent_log = workdir / "agent.log"
+    agent = lab.spawn(None, sc.agent_command(scenario, token_file=token_file), log=agent_log)
     base = f"http://[{scenario.mgmt_router}]:5000"
     client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     try:
@@ -87,32 +88,33 @@ def running(lab: Lab, workdir: Path) -> Iterator[Running]:
         assert metadata.server is not None
         metadata.server.shutdown()
         metadata.server.server_close()
-        # drop the appliance through the control socket: stops dnsmasq and bird
-        subprocess.run(
-            [
-                *sc.agent_command(scenario, token_file=token_file)[:2],
-                "remove",
-                scenario.router,
-                "--control-socket",
-                str(scenario.workdir / "control.sock"),
-            ],
-            check=False,
-            capture_output=True,
-            timeout=30,
-        )
-        agent.terminate()
-        agent.wait(timeout=30)
-        if agent.stderr is not None:
+        try:
+            # drop the appliance through the control socket: stops dnsmasq and bird
+            subprocess.run(
+                [
+                    sc.astara_executable(),
+                    "appliance",
+                    "remove",
+                    scenario.router,
+                    "--control-socket",
+                    str(scenario.workdir / "control.sock"),
+                ],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
+        finally:
+            agent.terminate()
+            agent.wait(timeout=30)
             # shown by pytest when the test failed
-            print("agent log:\n" + agent.stderr.read().decode(errors="replace"))
+            print("agent log:\n" + agent_log.read_text(errors="replace"))
 
 
 def _wait_for_api(client: httpx.Client, agent: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if agent.poll() is not None:
-            err = agent.stderr.read().decode() if agent.stderr else ""
-            raise AssertionError(f"the agent exited with {agent.returncode}: {err}")
+            raise AssertionError(f"the agent exited with {agent.returncode}")
         try:
             client.get("/v1/status/")
             return

@@ -45,8 +45,13 @@ async def run_agent(settings: AgentSettings, token: str, listen: IPAddress | Non
     server = ApplianceServer(token=token, state_root=settings.state_dir, port=settings.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        log.info("received %s; stopping (the data plane keeps running)", sig.name)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     control: uvicorn.Server | None = None
     try:
         for name in settings.namespaces:

@@ -11,11 +11,9 @@ routes of other protocols, or the ``protected`` addresses (the one the API
 listens on). Removed addresses are returned so their conntrack entries can
 be flushed.
 
-A pyroute2 ``IPRoute`` socket is opened inside the namespace once and reused
-(pyroute2 creates it there: its sockets are created lazily, outside any thread
-we could have switched);
-calls are blocking but short, so the async methods run them in a thread,
-one at a time per appliance.
+A netlink socket is opened inside the namespace once (by a thread that enters
+it) and used through pyroute2's ``AsyncIPRoute`` on the agent's event loop: no
+thread and no process per appliance. Calls are serialised per appliance.
 """
 
 from __future__ import annotations
@@ -23,12 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import threading
-from collections.abc import Callable, Iterable
+import socket
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-from pyroute2 import IPRoute
+from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from astara.appliance.errors import ApplyError, NotFoundError
@@ -36,8 +34,7 @@ from astara.appliance.plan import IPAddress, IPInterface, Link, RouterPlan
 from astara.appliance.system.netns import Netns
 from astara.wire.appliance_v1 import InterfaceState
 
-T = TypeVar("T")
-
+NETLINK_ROUTE = 0
 RTPROT_STATIC = 4
 MAIN_TABLE = 254
 IFA_F_NODAD = 0x02
@@ -111,31 +108,37 @@ class Links:
     def __init__(self, *, netns: Netns) -> None:
         self.netns = netns
         self._ipr: Any = None
-        self._lock = threading.Lock()
+        self._lock = asyncio.Lock()
         self._sysctls_done: tuple[str, ...] | None = None
 
-    def _call(self, fn: Callable[[Any], T]) -> T:
-        with self._lock:
-            if self._ipr is None:
-                # pyroute2 opens its socket inside the namespace itself (a short-lived
-                # helper process); an IPRoute built in a setns thread would not
-                self._ipr = IPRoute(netns=self.netns.name) if self.netns.name else IPRoute()
-            return fn(self._ipr)
-
-    async def run(self, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(iproute)`` in a worker thread, serialised per appliance."""
-        return await asyncio.to_thread(self._call, fn)
+    async def _iproute(self) -> Any:
+        if self._ipr is None:
+            # The socket is created inside the namespace by our own thread and handed
+            # over. pyroute2's netns support would fork a helper instead, and a fork of
+            # this asyncio process shares its signal wake-up fd: the helper's SIGTERM
+            # then reached our loop as if it had been sent to the agent.
+            sock = self.netns.call(
+                lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
+            )
+            ipr = AsyncIPRoute(fileno=sock.detach())
+            await ipr.setup_endpoint()
+            self._ipr = ipr
+        return self._ipr
 
     def close(self) -> None:
-        with self._lock:
-            if self._ipr is not None:
-                self._ipr.close()
-                self._ipr = None
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+    async def _dump(self, method: str, **query: Any) -> list[Any]:
+        ipr = await self._iproute()
+        return [msg async for msg in await getattr(ipr, method)(**query)]
 
     # -- reading ------------------------------------------------------------------
     async def links(self) -> list[Link]:
         """Every NIC but loopback, as (name, MAC)."""
-        msgs = await self.run(lambda ipr: ipr.get_links())
+        async with self._lock:
+            msgs = await self._dump("get_links")
         return [
             Link(_attr(m, "IFLA_IFNAME"), (_attr(m, "IFLA_ADDRESS") or "").lower())
             for m in msgs
@@ -144,26 +147,25 @@ class Links:
 
     async def interfaces(self) -> list[InterfaceState]:
         """Every NIC but loopback, in the shape of ``GET /v1/system/interfaces``."""
-
-        def read(ipr: Any) -> list[InterfaceState]:
-            addresses: dict[int, list[str]] = {}
-            for msg in ipr.get_addr():
-                addresses.setdefault(msg["index"], []).append(
-                    f"{_attr(msg, 'IFA_ADDRESS')}/{msg['prefixlen']}"
-                )
-            return [
-                InterfaceState(
-                    addresses=addresses.get(m["index"], []),
-                    ifname=_attr(m, "IFLA_IFNAME"),
-                    lladdr=_attr(m, "IFLA_ADDRESS"),
-                    mtu=_attr(m, "IFLA_MTU"),
-                    state="up" if m["flags"] & 1 else "down",
-                )
-                for m in ipr.get_links()
-                if _attr(m, "IFLA_IFNAME") != "lo"
-            ]
-
-        return await self.run(read)
+        async with self._lock:
+            links = await self._dump("get_links")
+            addrs = await self._dump("get_addr")
+        addresses: dict[int, list[str]] = {}
+        for msg in addrs:
+            addresses.setdefault(msg["index"], []).append(
+                f"{_attr(msg, 'IFA_ADDRESS')}/{msg['prefixlen']}"
+            )
+        return [
+            InterfaceState(
+                addresses=addresses.get(m["index"], []),
+                ifname=_attr(m, "IFLA_IFNAME"),
+                lladdr=_attr(m, "IFLA_ADDRESS"),
+                mtu=_attr(m, "IFLA_MTU"),
+                state="up" if m["flags"] & 1 else "down",
+            )
+            for m in links
+            if _attr(m, "IFLA_IFNAME") != "lo"
+        ]
 
     async def interface(self, ifname: str) -> InterfaceState:
         for state in await self.interfaces():
@@ -184,28 +186,25 @@ class Links:
 
     async def gateway_alive(self, gateway: IPAddress) -> bool | None:
         """True/False from the neighbour table, None when it has no opinion."""
-
-        def read(ipr: Any) -> bool | None:
-            family = 2 if gateway.version == 4 else 10
-            for msg in ipr.get_neighbours(family=family):
-                if _attr(msg, "NDA_DST") == str(gateway):
-                    return bool(msg["state"] & _NUD_ALIVE)
-            return None
-
-        return await self.run(read)
+        async with self._lock:
+            msgs = await self._dump("get_neighbours", family=2 if gateway.version == 4 else 10)
+        for msg in msgs:
+            if _attr(msg, "NDA_DST") == str(gateway):
+                return bool(msg["state"] & _NUD_ALIVE)
+        return None
 
     # -- converging ---------------------------------------------------------------
     async def apply(self, plan: RouterPlan, *, protected: Iterable[IPAddress] = ()) -> LinkChange:
         """Make links, addresses and routes match ``plan``; idempotent."""
-        keep = set(protected)
         nics = tuple(sorted(n.ifname for n in plan.networks))
         if nics != self._sysctls_done:
             await asyncio.to_thread(self.netns.call, lambda: _write_sysctls(nics))
             self._sysctls_done = nics
-        try:
-            return await self.run(lambda ipr: _converge(ipr, plan, keep))
-        except NetlinkError as exc:
-            raise ApplyError("netlink", f"{exc.args[-1] if exc.args else exc}") from exc
+        async with self._lock:
+            try:
+                return await _Converger(await self._iproute(), set(protected)).run(plan)
+            except NetlinkError as exc:
+                raise ApplyError("netlink", f"{exc.args[-1] if exc.args else exc}") from exc
 
 
 def _write_sysctls(nics: Iterable[str]) -> None:
@@ -218,96 +217,85 @@ def _write_sysctls(nics: Iterable[str]) -> None:
             handle.write(value)
 
 
-def _converge(ipr: Any, plan: RouterPlan, protected: set[IPAddress]) -> LinkChange:
-    change = LinkChange()
-    index = {_attr(m, "IFLA_IFNAME"): m for m in ipr.get_links()}
-    for net in plan.networks:
-        _converge_link(ipr, index[net.ifname], net.mtu, net.up, change)
-    wanted = desired_addresses(plan)
-    for ifname, addresses in wanted.items():
-        _converge_addresses(ipr, index[ifname]["index"], addresses, protected, change)
-    _converge_routes(ipr, plan, change)
-    return change
+class _Converger:
+    """One pass of diff-and-fix over links, addresses and routes."""
 
+    def __init__(self, ipr: Any, protected: set[IPAddress]) -> None:
+        self.ipr = ipr
+        self.protected = protected
+        self.change = LinkChange()
 
-def _converge_link(ipr: Any, msg: Any, mtu: int | None, up: bool, change: LinkChange) -> None:
-    ifname = _attr(msg, "IFLA_IFNAME")
-    is_up = bool(msg["flags"] & 1)
-    if mtu is not None and _attr(msg, "IFLA_MTU") != mtu:
-        ipr.link("set", index=msg["index"], mtu=mtu)
-        change.links_changed.append(ifname)
-    if is_up != up:
-        ipr.link("set", index=msg["index"], state="up" if up else "down")
-        change.links_changed.append(ifname)
+    async def _dump(self, method: str, **query: Any) -> AsyncIterator[Any]:
+        async for msg in await getattr(self.ipr, method)(**query):
+            yield msg
 
+    async def run(self, plan: RouterPlan) -> LinkChange:
+        index = {_attr(m, "IFLA_IFNAME"): m async for m in self._dump("get_links")}
+        for net in plan.networks:
+            await self._link(index[net.ifname], net.mtu, net.up)
+        for ifname, addresses in desired_addresses(plan).items():
+            await self._addresses(index[ifname]["index"], addresses)
+        await self._routes(plan)
+        return self.change
 
-def _current_addresses(ipr: Any, ifindex: int) -> set[IPInterface]:
-    found: set[IPInterface] = set()
-    for msg in ipr.get_addr(index=ifindex):
-        address = ipaddress.ip_interface(f"{_attr(msg, 'IFA_ADDRESS')}/{msg['prefixlen']}")
-        if not address.ip.is_link_local:
-            found.add(address)
-    return found
+    async def _link(self, msg: Any, mtu: int | None, up: bool) -> None:
+        ifname = _attr(msg, "IFLA_IFNAME")
+        if mtu is not None and _attr(msg, "IFLA_MTU") != mtu:
+            await self.ipr.link("set", index=msg["index"], mtu=mtu)
+            self.change.links_changed.append(ifname)
+        if bool(msg["flags"] & 1) != up:
+            await self.ipr.link("set", index=msg["index"], state="up" if up else "down")
+            self.change.links_changed.append(ifname)
 
-
-def _converge_addresses(
-    ipr: Any,
-    ifindex: int,
-    wanted: set[IPInterface],
-    protected: set[IPAddress],
-    change: LinkChange,
-) -> None:
-    current = _current_addresses(ipr, ifindex)
-    for address in sorted(current - wanted, key=str):
-        if address.ip in protected:
-            continue
-        ipr.addr("del", index=ifindex, address=str(address.ip), prefixlen=address.network.prefixlen)
-        change.removed.append(address)
-    for address in sorted(wanted - current, key=str):
-        extra: dict[str, Any] = {}
-        if address.version == 6:
-            extra["IFA_FLAGS"] = IFA_F_NODAD
-        with contextlib.suppress(NetlinkError):  # EEXIST only: the address raced in
-            ipr.addr(
+    async def _addresses(self, ifindex: int, wanted: set[IPInterface]) -> None:
+        current: set[IPInterface] = set()
+        async for msg in self._dump("get_addr", index=ifindex):
+            address = ipaddress.ip_interface(f"{_attr(msg, 'IFA_ADDRESS')}/{msg['prefixlen']}")
+            if not address.ip.is_link_local:
+                current.add(address)
+        for address in sorted(current - wanted, key=str):
+            if address.ip in self.protected:
+                continue
+            await self.ipr.addr(
+                "del", index=ifindex, address=str(address.ip), prefixlen=address.network.prefixlen
+            )
+            self.change.removed.append(address)
+        for address in sorted(wanted - current, key=str):
+            extra: dict[str, Any] = {"IFA_FLAGS": IFA_F_NODAD} if address.version == 6 else {}
+            await self.ipr.addr(
                 "add",
                 index=ifindex,
                 address=str(address.ip),
                 prefixlen=address.network.prefixlen,
                 **extra,
             )
-            change.added.append(address)
+            self.change.added.append(address)
 
-
-def _current_routes(ipr: Any) -> set[RouteKey]:
-    found: set[RouteKey] = set()
-    for family, any_net in ((2, "0.0.0.0"), (10, "::")):
-        for msg in ipr.get_routes(family=family, table=MAIN_TABLE):
-            gateway = _attr(msg, "RTA_GATEWAY")
-            if msg["proto"] != RTPROT_STATIC or gateway is None:
-                continue
-            destination = _attr(msg, "RTA_DST") or any_net
-            found.add(
-                RouteKey(
-                    ipaddress.ip_network(f"{destination}/{msg['dst_len']}"),
-                    ipaddress.ip_address(gateway),
+    async def _routes(self, plan: RouterPlan) -> None:
+        wanted = desired_routes(plan)
+        current: set[RouteKey] = set()
+        for family, any_net in ((2, "0.0.0.0"), (10, "::")):
+            async for msg in self._dump("get_routes", family=family, table=MAIN_TABLE):
+                gateway = _attr(msg, "RTA_GATEWAY")
+                if msg["proto"] != RTPROT_STATIC or gateway is None:
+                    continue
+                destination = _attr(msg, "RTA_DST") or any_net
+                current.add(
+                    RouteKey(
+                        ipaddress.ip_network(f"{destination}/{msg['dst_len']}"),
+                        ipaddress.ip_address(gateway),
+                    )
                 )
+        for route in sorted(current - wanted, key=str):
+            with contextlib.suppress(NetlinkError):  # already gone with its address
+                await self.ipr.route("del", dst=str(route.destination), gateway=str(route.gateway))
+            self.change.routes_removed.append(route)
+        for route in sorted(wanted - current, key=str):
+            await self.ipr.route(
+                "replace",
+                dst=str(route.destination),
+                gateway=str(route.gateway),
+                proto=RTPROT_STATIC,
+                table=MAIN_TABLE,
             )
-    return found
-
-
-def _converge_routes(ipr: Any, plan: RouterPlan, change: LinkChange) -> None:
-    wanted = desired_routes(plan)
-    current = _current_routes(ipr)
-    for route in sorted(current - wanted, key=str):
-        with contextlib.suppress(NetlinkError):  # already gone with its address
-            ipr.route("del", dst=str(route.destination), gateway=str(route.gateway))
-        change.routes_removed.append(route)
-    for route in sorted(wanted - current, key=str):
-        ipr.route(
-            "replace",
-            dst=str(route.destination),
-            gateway=str(route.gateway),
-            proto=RTPROT_STATIC,
-            table=MAIN_TABLE,
-        )
-        change.routes_added.append(route)
+            self.change.routes_added.append(route)
