@@ -241,7 +241,7 @@ def build(lab: Lab, workdir: Path) -> RouterScenario:
     lab.address(outside, "eth0", f"{GATEWAY_V6}/64")
     # the internet knows the tenant's private prefix lies behind the router: isolation
     # is then the router's policy at work, not a missing route
-    lab.route(outside, "10.0.0.0/8", "via", EXTERNAL_V4.split("/")[0])
+    lab.route(outside, "10.0.0.0/8", "via", EXTERNAL_V4.split("/", maxsplit=1)[0])
     lab.veth(router, "ge2", vm1, "eth0", mac_a=MACS["ge2"], mac_b=MACS["vm1"])
     lab.veth(router, "ge3", vm2, "eth0", mac_a=MACS["ge3"], mac_b=MACS["vm2"])
     workdir.mkdir(parents=True, exist_ok=True)

@@ -87,31 +87,39 @@ class Router:
                         "configuration", f"{exc.step} refused it: {exc.reason}"
                     ) from exc
             try:
-                await self._apply(plan)
+                await self._apply(plan, previous=self.plan)
             except (ApplianceError, OSError) as exc:
-                await self._restore()
+                await self._restore(failed=plan)
                 if isinstance(exc, ApplyError):
                     raise
                 raise ApplyError(type(exc).__name__, str(exc)) from exc
             self.plan, self.config = plan, body
-            write_atomic(self.state_dir / CONFIG_FILE, body.model_dump_json(indent=1), 0o600)
+            await asyncio.to_thread(
+                write_atomic, self.state_dir / CONFIG_FILE, body.model_dump_json(), 0o600
+            )
             return body
 
-    async def _apply(self, plan: RouterPlan) -> bool:
-        change = await self.links.apply(plan, protected=self.protected)
-        changed = change.changed
-        for service in self.daemons:
-            changed = await service.apply(plan) or changed
-            if service is self.firewall and change.removed:
-                await flush_addresses(self.netns, change.removed)
+    async def _apply(self, plan: RouterPlan, *, previous: RouterPlan | None) -> bool:
+        """Converge on ``plan``; ``previous`` is what the kernel is believed to hold."""
+        change = await self.links.apply(plan, protected=self.protected, previous=previous)
+        changed = await self.firewall.apply(plan) or change.changed
+        # stale flows of removed addresses go while the other daemons converge
+        flush = asyncio.create_task(flush_addresses(self.netns, change.removed))
+        try:
+            for service in self.daemons[1:]:
+                changed = await service.apply(plan) or changed
+        finally:
+            await flush
         log.info("%s: applied (%s)", self.netns.label, "changed" if changed else "no change")
         return changed
 
-    async def _restore(self) -> None:
-        """Put the previous plan back after a failed apply; best effort, logged."""
+    async def _restore(self, *, failed: RouterPlan) -> None:
+        """Put the previous plan back after ``failed`` was partly applied; best effort, logged."""
         try:
             if self.plan is not None:
-                await self._apply(self.plan)
+                # undo what the failed plan may have done, then repair against the kernel
+                await self._apply(self.plan, previous=failed)
+                await self._apply(self.plan, previous=None)
             else:
                 await self._stop_services()
         except (ApplianceError, OSError):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
 
 from astara import __version__
@@ -74,7 +74,7 @@ async def get_config(request: Request) -> JSONResponse:
 
 
 @both("/v1/system/config/", "PUT")
-async def put_config(request: Request) -> JSONResponse:
+async def put_config(request: Request) -> Response:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
         return error_response(
@@ -100,7 +100,7 @@ async def put_config(request: Request) -> JSONResponse:
         first = fields[0]
         return error_response(422, "invalid_config", f"{first['field']}: {first['reason']}", fields)
     applied = await _router(request).push(body)
-    return JSONResponse(applied.model_dump(mode="json"))
+    return Response(applied.model_dump_json(), media_type="application/json")
 
 
 def create_app(*, token: str, max_body: int = DEFAULT_MAX_BODY) -> Callable[..., Any]:

@@ -70,7 +70,8 @@ class Bird:
         Raises ApplyError with bird's message if it rejects the text.
         """
         text = self._render(plan)
-        if text is not None:
+        # what bird already runs was checked when it was loaded
+        if text is not None and text != read_text(self.conf_path):
             await self._check_text(text)
 
     async def apply(self, plan: RouterPlan) -> bool:

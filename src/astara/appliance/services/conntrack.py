@@ -7,6 +7,7 @@ through it would otherwise live on in conntrack and keep translating. The
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 
@@ -19,12 +20,20 @@ log = logging.getLogger(__name__)
 
 async def flush_addresses(netns: Netns, addresses: Iterable[IPInterface]) -> None:
     """Delete every flow whose original destination or reply destination is a removed address."""
-    for address in addresses:
-        family = "ipv4" if address.version == 4 else "ipv6"
-        for direction in ("--orig-dst", "--reply-dst"):
-            argv = ["conntrack", "-D", "-f", family, direction, str(address.ip)]
-            try:
-                await netns.run(argv, timeout=10)
-            except CommandError as exc:
-                if exc.returncode != 1:  # 1: nothing matched
-                    log.warning("conntrack flush of %s failed: %s", address.ip, exc)
+    await asyncio.gather(
+        *(
+            _flush(netns, address, direction)
+            for address in addresses
+            for direction in ("--orig-dst", "--reply-dst")
+        )
+    )
+
+
+async def _flush(netns: Netns, address: IPInterface, direction: str) -> None:
+    family = "ipv4" if address.version == 4 else "ipv6"
+    argv = ["conntrack", "-D", "-f", family, direction, str(address.ip)]
+    try:
+        await netns.run(argv, timeout=10)
+    except CommandError as exc:
+        if exc.returncode != 1:  # 1: nothing matched
+            log.warning("conntrack flush of %s failed: %s", address.ip, exc)

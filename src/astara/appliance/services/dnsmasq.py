@@ -57,6 +57,7 @@ class Dnsmasq:
         self.directory = state_dir / "dnsmasq"
         self.paths = DnsmasqPaths.in_dir(self.directory)
         self._loaded = self.directory / "loaded"
+        self._rendered: tuple[RouterPlan, DnsmasqFiles | None] | None = None
         conf_arg = f"--conf-file={self.paths.conf}"
         self._daemon = Daemon(
             name="dnsmasq",
@@ -65,6 +66,12 @@ class Dnsmasq:
             marker=conf_arg,
             netns=netns,
         )
+
+    def _render(self, plan: RouterPlan) -> DnsmasqFiles | None:
+        # check() and apply() see the same plan object in one push: render it once
+        if self._rendered is None or self._rendered[0] is not plan:
+            self._rendered = (plan, render_dnsmasq(plan, self.paths))
+        return self._rendered[1]
 
     def pid(self) -> int | None:
         """The pid of this appliance's dnsmasq (ours or adopted), or None."""
@@ -75,9 +82,13 @@ class Dnsmasq:
 
         Writes only a scratch directory, removed before returning.
         """
-        files = render_dnsmasq(plan, self.paths)
-        if files is not None:
-            await self._test(files)
+        files = self._render(plan)
+        if files is None:
+            return
+        loaded = f"{_digest(files.conf)} {_digest(_data(files))}\n"
+        if read_text(self._loaded) == loaded and self.pid() is not None:
+            return  # what dnsmasq already runs was tested when it was loaded
+        await self._test(files)
 
     async def apply(self, plan: RouterPlan) -> bool:
         """Converge dnsmasq on ``plan``; True if anything changed. Idempotent.
@@ -85,7 +96,7 @@ class Dnsmasq:
         Raises ApplyError if dnsmasq refuses the files or does not start; the
         caller then applies the previous plan again, which restarts dnsmasq.
         """
-        files = render_dnsmasq(plan, self.paths)
+        files = self._render(plan)
         if files is None:
             return await self._remove()
         conf_digest, data_digest = _digest(files.conf), _digest(_data(files))

@@ -8,7 +8,8 @@ sequence through the ``Service`` protocol; ``listing`` serves
 ``GET /v1/firewall/rules/``.
 
 Invariants:
-- every load is one ``nft -f`` transaction that replaces the whole table, so
+- every load is one ``nft -f`` transaction that replaces the whole table (or,
+  when only floating IPs changed, updates the elements of the floating maps), so
   the kernel holds either the previous ruleset or the new one, never a mix; a
   rejected ruleset leaves the previous one in force;
 - ``ruleset.nft`` is written only after nft accepted its text, so it is always
@@ -19,13 +20,12 @@ Invariants:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from astara.appliance.errors import ApplyError, CommandError
 from astara.appliance.plan import RouterPlan
-from astara.appliance.render.nftables import TABLE, render_ruleset
-from astara.appliance.system.files import read_text
+from astara.appliance.render.nftables import TABLE, render_element_update, render_ruleset
+from astara.appliance.system.files import read_text, write_atomic
 from astara.appliance.system.netns import Netns
 
 STEP = "firewall"
@@ -47,6 +47,7 @@ class Firewall:
         self._state_dir = state_dir
         self._api_port = api_port
         self._metadata_port = metadata_port
+        self._rendered: tuple[RouterPlan, str] | None = None
 
     async def check(self, plan: RouterPlan) -> None:
         """Have nft validate the ruleset for ``plan`` without loading it.
@@ -54,7 +55,12 @@ class Firewall:
         Changes nothing in the kernel. Raises ApplyError with nft's message if
         the text is rejected.
         """
-        await self._check_text(self._render(plan))
+        text = self._render(plan)
+        loaded = read_text(self._active)
+        if loaded is not None and render_element_update(loaded, text) is not None:
+            return  # only map elements change: the loading transaction is all-or-nothing
+        if loaded != text:  # the loaded text was checked when it was loaded
+            await self._check_text(text)
 
     async def apply(self, plan: RouterPlan) -> bool:
         """Load the ruleset for ``plan`` in one transaction; False if it is already loaded.
@@ -63,15 +69,15 @@ class Firewall:
         text; the previous ruleset then stays in force.
         """
         text = self._render(plan)
-        if read_text(self._active) == text:
+        loaded = read_text(self._active)
+        if loaded == text:
             return False
-        scratch = self._scratch("ruleset.next.nft", text)
+        scratch = self._scratch("ruleset.next.nft", self._transaction(loaded, text))
         try:
             await self._nft(["-f", str(scratch)])
-        except ApplyError:
+        finally:
             scratch.unlink(missing_ok=True)
-            raise
-        os.replace(scratch, self._active)
+        write_atomic(self._active, text)  # the whole ruleset now in force
         return True
 
     async def listing(self) -> str:
@@ -102,7 +108,20 @@ class Firewall:
         return self._state_dir / "ruleset.nft"
 
     def _render(self, plan: RouterPlan) -> str:
-        return render_ruleset(plan, api_port=self._api_port, metadata_port=self._metadata_port)
+        # check() and apply() see the same plan object in one push: render it once
+        if self._rendered is None or self._rendered[0] is not plan:
+            text = render_ruleset(plan, api_port=self._api_port, metadata_port=self._metadata_port)
+            self._rendered = (plan, text)
+        return self._rendered[1]
+
+    @staticmethod
+    def _transaction(loaded: str | None, text: str) -> str:
+        """What to load: only the floating-map elements when nothing else changed."""
+        if loaded is not None:
+            update = render_element_update(loaded, text)
+            if update is not None:
+                return update
+        return text
 
     async def _check_text(self, text: str) -> None:
         scratch = self._scratch("ruleset.check.nft", text)

@@ -6,6 +6,11 @@ agent's terminal does not reach it), and writes a pid file. The pid file is
 how a restarted agent finds the daemons it started before: daemons outlive
 the agent, so restarting the agent never interrupts DHCP, DNS or BGP.
 
+The child is a plain ``subprocess.Popen`` reaped through a pidfd watched by
+the event loop, not an asyncio subprocess: asyncio kills a child that still
+runs when its transport is closed, which at the agent's exit would take DHCP
+and BGP down with it.
+
 A pid is trusted only if ``/proc/<pid>/cmdline`` still names our config
 file, so a recycled pid is never signalled.
 """
@@ -17,6 +22,7 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 from astara.appliance.system.netns import Netns
@@ -55,12 +61,12 @@ class Daemon:
         self.pid_file = pid_file
         self.marker = marker
         self.netns = netns
-        self._proc: asyncio.subprocess.Process | None = None
-        self._reaper: asyncio.Task[None] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pidfd: int | None = None
 
     def pid(self) -> int | None:
         """The daemon's pid if it is running, else None."""
-        if self._proc is not None and self._proc.returncode is None:
+        if self._proc is not None and self._proc.poll() is None:
             return self._proc.pid
         try:
             pid = int(self.pid_file.read_text().strip())
@@ -75,30 +81,49 @@ class Daemon:
         return pid
 
     async def start(self) -> int:
-        """Start the daemon (it must not be running); return its pid once it is up."""
+        """Start the daemon (it must not be running); return its pid once it is up.
+
+        Raises RuntimeError if it exits at once (a bad config, a busy port).
+        """
         self.pid_file.unlink(missing_ok=True)
-        proc = await asyncio.create_subprocess_exec(
-            *self.netns.command(self.argv),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+        proc = subprocess.Popen(
+            self.netns.command(self.argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        self._proc = proc
-        self._reaper = asyncio.create_task(self._reap(proc), name=f"reap-{self.name}")
-        # give it a moment to fail on a bad config or a busy port
+        self._watch(proc)
         for _ in range(50):
-            if proc.returncode is not None:
+            if proc.poll() is not None:
+                self._unwatch()
                 raise RuntimeError(f"{self.name} exited with {proc.returncode} at start")
             if self.pid_file.exists():
                 break
             await asyncio.sleep(0.01)
         return proc.pid
 
-    async def _reap(self, proc: asyncio.subprocess.Process) -> None:
-        code = await proc.wait()
-        if code not in (0, -signal.SIGTERM):
-            log.warning("%s in %s exited with %s", self.name, self.netns.label, code)
+    def _watch(self, proc: subprocess.Popen[bytes]) -> None:
+        """Reap ``proc`` as soon as it exits, without a thread and without killing it later."""
+        self._unwatch()
+        self._proc = proc
+        self._pidfd = os.pidfd_open(proc.pid)
+        asyncio.get_running_loop().add_reader(self._pidfd, self._reaped)
+
+    def _reaped(self) -> None:
+        proc = self._proc
+        self._unwatch()
+        if proc is not None:
+            code = proc.wait()
+            if code not in (0, -signal.SIGTERM):
+                log.warning("%s in %s exited with %s", self.name, self.netns.label, code)
+
+    def _unwatch(self) -> None:
+        if self._pidfd is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
 
     def signal(self, sig: int) -> bool:
         """Send ``sig``; False if the daemon is not running."""
@@ -115,15 +140,15 @@ class Daemon:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
             for _ in range(int(timeout / 0.02)):
-                if not _alive(pid):
+                if (self._proc is not None and self._proc.poll() is not None) or not _alive(pid):
                     break
                 await asyncio.sleep(0.02)
             else:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-        if self._reaper is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._reaper), timeout)
-            self._reaper = None
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=timeout)
+        self._unwatch()
         self._proc = None
         self.pid_file.unlink(missing_ok=True)
