@@ -291,6 +291,9 @@ def test_bad_input_is_refused_and_the_previous_config_stays(running: Running) ->
     unknown_nic = json.loads(json.dumps(good))
     unknown_nic["configuration"]["networks"][3]["interface"]["lladdr"] = "fa:16:3e:ff:ff:ff"
     refused(run.client.put(url, json=unknown_nic), 422, "no interface with MAC")
+    no_management = json.loads(json.dumps(good))
+    del no_management["configuration"]["networks"][0]
+    refused(run.client.put(url, json=no_management), 422, "would lock the API out")
     huge = b'{"configuration": {"networks": [], "x": "' + b"a" * (5 * 1024 * 1024) + b'"}}'
     refused(
         run.client.put(url, content=huge, headers={"Content-Type": "application/json"}),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import shutil
@@ -79,6 +80,7 @@ class Router:
         """Validate, check, apply and commit ``body``; see the module docstring."""
         async with self._lock:
             plan = build_plan(body.configuration, await self.links.links())
+            _check_api_reachable(plan, self.protected)
             for service in self.daemons:
                 try:
                     await service.check(plan)
@@ -122,6 +124,16 @@ class Router:
                 await self._apply(self.plan, previous=None)
             else:
                 await self._stop_services()
+                # and take back the addresses and routes the failed first plan gave
+                nothing = dataclasses.replace(
+                    failed,
+                    networks=(),
+                    routes=(),
+                    floating_ips=(),
+                    default_v4_gateway=None,
+                    default_v6_gateway=None,
+                )
+                await self.links.apply(nothing, protected=self.protected, previous=failed)
         except (ApplianceError, OSError):
             log.exception("%s: restoring the previous configuration failed", self.netns.label)
 
@@ -184,3 +196,19 @@ class Router:
             await self.netns.run(["ping", "-n", "-q", "-c1", "-W1", str(gateway)], timeout=3)
             return True
         return False
+
+
+def _check_api_reachable(plan: RouterPlan, api: set[IPAddress]) -> None:
+    """The firewall admits the API only on the management NIC: it must carry the API's address.
+
+    Otherwise the push would succeed and lock every later request out, for good,
+    since a restarted agent re-applies the saved configuration.
+    """
+    carried = {a.ip for a in plan.management.addresses} if plan.management else set()
+    if api and not api & carried:
+        listen = ", ".join(sorted(str(a) for a in api))
+        raise ConfigError(
+            "networks",
+            f"no management network carries the API address {listen}; "
+            "this configuration would lock the API out",
+        )

@@ -114,7 +114,6 @@ class ApplianceServer:
             if not netns.exists():
                 raise NotFoundError(f"network namespace {name!r} does not exist")
             state_dir = self.state_root / netns.label
-            state_dir.mkdir(parents=True, exist_ok=True)
             router = Router(netns=netns, state_dir=state_dir, api_port=self.port)
             try:
                 address = listen or await router.links.global_address(MANAGEMENT_NIC)
@@ -122,6 +121,7 @@ class ApplianceServer:
                     raise ListenerError(
                         f"{MANAGEMENT_NIC} in {netns.label} has no global address; give one to listen on"
                     )
+                state_dir.mkdir(parents=True, exist_ok=True)
                 router.protected = {address}
                 await router.resume()
                 sock = _listening_socket(netns, address, self.port)

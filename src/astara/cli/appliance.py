@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 
-from astara.appliance.agent import run_agent
 from astara.settings import DEFAULT_CONTROL_SOCKET, DEFAULT_STATE_DIR, AgentSettings
 
 
@@ -94,6 +93,8 @@ def _serve(args: argparse.Namespace) -> int:
         control_socket=control,
     )
     token = _read_token(settings.token_file)
+    from astara.appliance.agent import run_agent  # the client verbs need none of the agent stack
+
     try:
         asyncio.run(run_agent(settings, token, listen))
     except Exception as exc:  # noqa: BLE001 - the CLI's last word: one line, no traceback
