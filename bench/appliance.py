@@ -107,7 +107,7 @@ def _agent(
     argv = [
         _astara(),
         "--log-level",
-        "WARNING",
+        "INFO",
         "appliance",
         "serve",
         "--token-file",
@@ -119,7 +119,7 @@ def _agent(
     ]
     for ns in namespaces:
         argv += ["--netns", ns]
-    agent = lab.spawn(None, argv)
+    agent = lab.spawn(None, argv, log=workdir / "agent.log")
     try:
         yield agent, token
     finally:

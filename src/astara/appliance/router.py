@@ -23,6 +23,7 @@ import dataclasses
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -79,6 +80,7 @@ class Router:
     async def push(self, body: ConfigurationBody) -> ConfigurationBody:
         """Validate, check, apply and commit ``body``; see the module docstring."""
         async with self._lock:
+            started = time.monotonic()
             plan = build_plan(body.configuration, await self.links.links())
             _check_api_reachable(plan, self.protected)
             for service in self.daemons:
@@ -89,7 +91,7 @@ class Router:
                         "configuration", f"{exc.step} refused it: {exc.reason}"
                     ) from exc
             try:
-                await self._apply(plan, previous=self.plan)
+                changed = await self._apply(plan, previous=self.plan)
             except (ApplianceError, OSError) as exc:
                 await self._restore(failed=plan)
                 if isinstance(exc, ApplyError):
@@ -98,6 +100,12 @@ class Router:
             self.plan, self.config = plan, body
             await asyncio.to_thread(
                 write_atomic, self.state_dir / CONFIG_FILE, body.model_dump_json(), 0o600
+            )
+            log.info(
+                "%s: applied (%s) in %.0f ms",
+                self.netns.label,
+                "changed" if changed else "no change",
+                (time.monotonic() - started) * 1000,
             )
             return body
 
@@ -112,7 +120,6 @@ class Router:
                 changed = await service.apply(plan) or changed
         finally:
             await flush
-        log.info("%s: applied (%s)", self.netns.label, "changed" if changed else "no change")
         return changed
 
     async def _restore(self, *, failed: RouterPlan) -> None:

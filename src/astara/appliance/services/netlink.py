@@ -220,11 +220,17 @@ class Links:
         async with self._lock:
             converger = _Converger(await self._iproute(), set(protected), self._indexes)
             try:
-                if previous is not None and previous != plan:
+                if previous is not None and _view(previous) != _view(plan):
                     return await converger.run_incremental(previous, plan)
                 return await converger.run(plan)
             except NetlinkError as exc:
                 raise ApplyError("netlink", f"{exc.args[-1] if exc.args else exc}") from exc
+
+
+def _view(plan: RouterPlan) -> tuple[object, ...]:
+    """What of a plan this module acts on (comparing whole plans costs ~15 ms on a big router)."""
+    links = tuple((n.ifname, n.mtu, n.up) for n in plan.networks)
+    return links, desired_addresses(plan), desired_routes(plan)
 
 
 def _read_links() -> list[tuple[str, int, str]]:
