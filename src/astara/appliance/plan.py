@@ -21,6 +21,7 @@ Rules checked here, beyond the shape checks of the wire model:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -110,6 +111,11 @@ class FloatingIPMapping:
     fixed_ip: ipaddress.IPv4Address
     ifname: str  # the internal NIC behind which the fixed IP lives
 
+    @functools.cached_property
+    def host_address(self) -> ipaddress.IPv4Interface:
+        """The floating IP as a /32 on the external NIC (parsed once per mapping)."""
+        return ipaddress.IPv4Interface((self.floating_ip, 32))
+
 
 @dataclass(frozen=True)
 class BgpPlan:
@@ -149,10 +155,27 @@ class RouterPlan:
         return self.of_kind(NetworkKind.INTERNAL)
 
 
-def build_plan(config: wire.Configuration, links: Sequence[Link]) -> RouterPlan:
-    """Validate ``config`` against itself and the kernel's ``links``; raise ConfigError."""
+def build_plan(
+    config: wire.Configuration,
+    links: Sequence[Link],
+    *,
+    previous: tuple[wire.Configuration, RouterPlan] | None = None,
+) -> RouterPlan:
+    """Validate ``config`` against itself and the kernel's ``links``; raise ConfigError.
+
+    ``previous`` is the configuration last applied and its plan: a network
+    that is unchanged and on the same NIC keeps its planned object, so that
+    planning and rendering a big router's unchanged networks is skipped
+    (services compare planned networks by identity).
+    """
     _check_unique_kinds(config.networks)
-    networks = _plan_networks(config.networks, links)
+    reuse: dict[str, tuple[wire.Network, PlannedNetwork]] = {}
+    if previous is not None:
+        reuse = {
+            net.network_id: (net, planned)
+            for net, planned in zip(previous[0].networks, previous[1].networks, strict=True)
+        }
+    networks = _plan_networks(config.networks, links, reuse)
     connected = [a.network for n in networks for a in n.addresses]
     routes = _plan_routes(config, networks, connected)
     external = next((n for n in networks if n.kind is NetworkKind.EXTERNAL), None)
@@ -204,7 +227,9 @@ def _resolve_link(index: int, iface: wire.Interface, links: Sequence[Link]) -> L
 
 
 def _plan_networks(
-    networks: Sequence[wire.Network], links: Sequence[Link]
+    networks: Sequence[wire.Network],
+    links: Sequence[Link],
+    reuse: dict[str, tuple[wire.Network, PlannedNetwork]],
 ) -> tuple[PlannedNetwork, ...]:
     planned: list[PlannedNetwork] = []
     used: dict[str, int] = {}
@@ -216,6 +241,10 @@ def _plan_networks(
                 f"{link.ifname} is already used by networks.{used[link.ifname]}",
             )
         used[link.ifname] = index
+        known = reuse.get(net.network_id)
+        if known is not None and known[1].ifname == link.ifname and known[0] == net:
+            planned.append(known[1])
+            continue
         subnets = tuple(
             _plan_subnet(f"networks.{index}.subnets.{i}", s) for i, s in enumerate(net.subnets)
         )

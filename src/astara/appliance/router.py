@@ -81,7 +81,8 @@ class Router:
         """Validate, check, apply and commit ``body``; see the module docstring."""
         async with self._lock:
             started = time.monotonic()
-            plan = build_plan(body.configuration, await self.links.links())
+            previous = (self.config.configuration, self.plan) if self.config and self.plan else None
+            plan = build_plan(body.configuration, await self.links.links(), previous=previous)
             _check_api_reachable(plan, self.protected)
             for service in self.daemons:
                 try:

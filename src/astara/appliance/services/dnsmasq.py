@@ -36,7 +36,7 @@ import tempfile
 from pathlib import Path
 
 from astara.appliance.errors import ApplyError, CommandError
-from astara.appliance.plan import RouterPlan
+from astara.appliance.plan import PlannedNetwork, RouterPlan
 from astara.appliance.render.dnsmasq import DnsmasqFiles, DnsmasqPaths, render_dnsmasq
 from astara.appliance.system.files import read_text, write_atomic
 from astara.appliance.system.netns import Netns
@@ -57,7 +57,7 @@ class Dnsmasq:
         self.directory = state_dir / "dnsmasq"
         self.paths = DnsmasqPaths.in_dir(self.directory)
         self._loaded = self.directory / "loaded"
-        self._rendered: tuple[RouterPlan, DnsmasqFiles | None] | None = None
+        self._rendered: tuple[tuple[PlannedNetwork, ...], DnsmasqFiles | None] | None = None
         conf_arg = f"--conf-file={self.paths.conf}"
         self._daemon = Daemon(
             name="dnsmasq",
@@ -68,9 +68,13 @@ class Dnsmasq:
         )
 
     def _render(self, plan: RouterPlan) -> DnsmasqFiles | None:
-        # check() and apply() see the same plan object in one push: render it once
-        if self._rendered is None or self._rendered[0] is not plan:
-            self._rendered = (plan, render_dnsmasq(plan, self.paths))
+        # The files depend on the internal networks only. Unchanged networks keep
+        # their planned objects from push to push (plan.build_plan), so the same
+        # objects mean the same files: a big router is not rendered again for,
+        # say, a floating-IP change. The memo holds the objects, so no id is reused.
+        internals = plan.internals
+        if self._rendered is None or not _same_objects(self._rendered[0], internals):
+            self._rendered = (internals, render_dnsmasq(plan, self.paths))
         return self._rendered[1]
 
     def pid(self) -> int | None:
@@ -231,3 +235,7 @@ def _reason(exc: CommandError, conf: str) -> str:
     number = int(match["line"])
     quoted = lines[number - 1] if 0 < number <= len(lines) else f"line {number}"
     return f"{match['reason']}: {quoted}"
+
+
+def _same_objects(old: tuple[PlannedNetwork, ...], new: tuple[PlannedNetwork, ...]) -> bool:
+    return len(old) == len(new) and all(a is b for a, b in zip(old, new, strict=True))

@@ -2,8 +2,8 @@
 
 Owns, and touches nothing else: the table ``inet astara`` in ``netns`` (other
 tables in the namespace are left alone), and in ``state_dir`` the file
-``ruleset.nft`` (the text last loaded) plus short-lived scratch files
-``ruleset.check.nft`` and ``ruleset.next.nft``. Driven by the appliance's apply
+``ruleset.nft`` (the text last loaded). nft runs in-process through
+libnftables (``system/nftables.py``). Driven by the appliance's apply
 sequence through the ``Service`` protocol; ``listing`` serves
 ``GET /v1/firewall/rules/``.
 
@@ -27,6 +27,7 @@ from astara.appliance.plan import RouterPlan
 from astara.appliance.render.nftables import TABLE, render_element_update, render_ruleset
 from astara.appliance.system.files import read_text, write_atomic
 from astara.appliance.system.netns import Netns
+from astara.appliance.system.nftables import run_nft
 
 STEP = "firewall"
 _DROP_TABLE = f"table {TABLE} {{}}\ndelete table {TABLE}\n"  # works whether or not it exists
@@ -72,26 +73,21 @@ class Firewall:
         loaded = read_text(self._active)
         if loaded == text:
             return False
-        scratch = self._scratch("ruleset.next.nft", self._transaction(loaded, text))
-        try:
-            await self._nft(["-f", str(scratch)])
-        finally:
-            scratch.unlink(missing_ok=True)
+        await self._nft(self._transaction(loaded, text))
         write_atomic(self._active, text)  # the whole ruleset now in force
         return True
 
     async def listing(self) -> str:
         """The table as the kernel holds it (``nft list table``), or "" if it is absent.
 
-        Raises CommandError if nft cannot be run in the namespace.
+        Raises CommandError if nft fails in the namespace.
         """
         if not self._netns.exists():
             return ""
-        tables = await self._netns.run(["nft", "list", "tables", "inet"])
+        tables = await run_nft(self._netns, "list tables inet")
         if f"table {TABLE}" not in tables.splitlines():
             return ""
-        family, name = TABLE.split()
-        return await self._netns.run(["nft", "list", "table", family, name])
+        return await run_nft(self._netns, f"list table {TABLE}")
 
     async def stop(self) -> None:
         """Delete the table if present and forget the loaded text. Idempotent.
@@ -99,9 +95,8 @@ class Firewall:
         Raises ApplyError if nft fails on a namespace that exists.
         """
         if self._netns.exists():
-            await self._nft(["-f", "-"], stdin=_DROP_TABLE.encode())
-        for name in ("ruleset.nft", "ruleset.next.nft", "ruleset.check.nft"):
-            (self._state_dir / name).unlink(missing_ok=True)
+            await self._nft(_DROP_TABLE)
+        self._active.unlink(missing_ok=True)
 
     @property
     def _active(self) -> Path:
@@ -124,20 +119,10 @@ class Firewall:
         return text
 
     async def _check_text(self, text: str) -> None:
-        scratch = self._scratch("ruleset.check.nft", text)
-        try:
-            await self._nft(["-c", "-f", str(scratch)])
-        finally:
-            scratch.unlink(missing_ok=True)
+        await self._nft(text, dry_run=True)
 
-    def _scratch(self, name: str, text: str) -> Path:
-        self._state_dir.mkdir(parents=True, exist_ok=True)
-        path = self._state_dir / name
-        path.write_text(text)
-        return path
-
-    async def _nft(self, args: list[str], *, stdin: bytes | None = None) -> None:
+    async def _nft(self, commands: str, *, dry_run: bool = False) -> None:
         try:
-            await self._netns.run(["nft", *args], stdin=stdin)
+            await run_nft(self._netns, commands, dry_run=dry_run)
         except CommandError as exc:
             raise ApplyError(STEP, exc.output.strip() or str(exc)) from exc
