@@ -155,6 +155,15 @@ class RouterPlan:
         return self.of_kind(NetworkKind.INTERNAL)
 
 
+def same_networks(old: Sequence[PlannedNetwork], new: Sequence[PlannedNetwork]) -> bool:
+    """True if ``new`` holds the very objects of ``old``: nothing in them changed.
+
+    ``build_plan`` keeps the planned object of an unchanged network, so renderers
+    memoise on identity; a memo holding ``old`` keeps its ids from being reused.
+    """
+    return len(old) == len(new) and all(a is b for a, b in zip(old, new, strict=True))
+
+
 def build_plan(
     config: wire.Configuration,
     links: Sequence[Link],

@@ -24,6 +24,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -68,6 +69,7 @@ class Router:
         self.metadata = MetadataProxy(netns=netns, port=metadata_port)
         self.protected: set[IPAddress] = set()
         self.config: ConfigurationBody | None = None
+        self.config_json: str | None = None  # ``config`` as served by GET, rendered once
         self.plan: RouterPlan | None = None
         self._lock = asyncio.Lock()
 
@@ -91,17 +93,15 @@ class Router:
                     raise ConfigError(
                         "configuration", f"{exc.step} refused it: {exc.reason}"
                     ) from exc
+            text = body.model_dump_json()
             try:
-                changed = await self._apply(plan, previous=self.plan)
+                changed = await self._apply(plan, previous=self.plan, then=self._saver(text))
             except (ApplianceError, OSError) as exc:
                 await self._restore(failed=plan)
                 if isinstance(exc, ApplyError):
                     raise
                 raise ApplyError(type(exc).__name__, str(exc)) from exc
-            self.plan, self.config = plan, body
-            await asyncio.to_thread(
-                write_atomic, self.state_dir / CONFIG_FILE, body.model_dump_json(), 0o600
-            )
+            self.plan, self.config, self.config_json = plan, body, text
             log.info(
                 "%s: applied (%s) in %.0f ms",
                 self.netns.label,
@@ -110,8 +110,17 @@ class Router:
             )
             return body
 
-    async def _apply(self, plan: RouterPlan, *, previous: RouterPlan | None) -> bool:
-        """Converge on ``plan``; ``previous`` is what the kernel is believed to hold."""
+    async def _apply(
+        self,
+        plan: RouterPlan,
+        *,
+        previous: RouterPlan | None,
+        then: Callable[[], Awaitable[None]] | None = None,
+    ) -> bool:
+        """Converge on ``plan``; ``previous`` is what the kernel is believed to hold.
+
+        ``then`` runs once every service applied, while stale flows are flushed.
+        """
         change = await self.links.apply(plan, protected=self.protected, previous=previous)
         changed = await self.firewall.apply(plan) or change.changed
         # stale flows of removed addresses go while the other daemons converge
@@ -119,9 +128,17 @@ class Router:
         try:
             for service in self.daemons[1:]:
                 changed = await service.apply(plan) or changed
+            if then is not None:
+                await then()
         finally:
             await flush
         return changed
+
+    def _saver(self, text: str) -> Callable[[], Awaitable[None]]:
+        async def save() -> None:
+            await asyncio.to_thread(write_atomic, self.state_dir / CONFIG_FILE, text, 0o600)
+
+        return save
 
     async def _restore(self, *, failed: RouterPlan) -> None:
         """Put the previous plan back after ``failed`` was partly applied; best effort, logged."""

@@ -66,11 +66,11 @@ async def get_interface(request: Request, ifname: str) -> JSONResponse:
 
 
 @both("/v1/system/config/", "GET")
-async def get_config(request: Request) -> JSONResponse:
-    body = _router(request).config
-    if body is None:
+async def get_config(request: Request) -> Response:
+    text = _router(request).config_json
+    if text is None:
         return JSONResponse({"configuration": None})
-    return JSONResponse(body.model_dump(mode="json"))
+    return Response(text, media_type="application/json")
 
 
 @both("/v1/system/config/", "PUT")
@@ -99,8 +99,9 @@ async def put_config(request: Request) -> Response:
         ]
         first = fields[0]
         return error_response(422, "invalid_config", f"{first['field']}: {first['reason']}", fields)
-    applied = await _router(request).push(body)
-    return Response(applied.model_dump_json(), media_type="application/json")
+    router = _router(request)
+    await router.push(body)
+    return Response(router.config_json, media_type="application/json")
 
 
 def create_app(*, token: str, max_body: int = DEFAULT_MAX_BODY) -> Callable[..., Any]:

@@ -25,7 +25,7 @@ import asyncio
 from pathlib import Path
 
 from astara.appliance.errors import ApplyError, CommandError
-from astara.appliance.plan import RouterPlan
+from astara.appliance.plan import BgpPlan, PlannedNetwork, RouterPlan, same_networks
 from astara.appliance.render.bird import BGP_PROTOCOL, render_bird
 from astara.appliance.system.files import read_text, write_atomic
 from astara.appliance.system.netns import Netns
@@ -41,6 +41,9 @@ class Bird:
     def __init__(self, *, netns: Netns, state_dir: Path) -> None:
         self._netns = netns
         self._state_dir = state_dir
+        self._rendered: (
+            tuple[tuple[tuple[PlannedNetwork, ...], BgpPlan | None], str | None] | None
+        ) = None
         self.conf_path = state_dir / "bird.conf"
         self.socket_path = state_dir / "bird.ctl"
         self.pid_path = state_dir / "bird.pid"
@@ -149,7 +152,14 @@ class Bird:
         return self._state_dir / "bird.check.conf"
 
     def _render(self, plan: RouterPlan) -> str | None:
-        return render_bird(plan, log_file=self.log_path)
+        # The text depends on the networks and the BGP session only; unchanged
+        # networks keep their planned objects from push to push, so the same
+        # objects and the same BGP plan mean the same text (the memo holds them).
+        key = (plan.networks, plan.bgp)
+        memo = self._rendered
+        if memo is None or memo[0][1] != key[1] or not same_networks(memo[0][0], key[0]):
+            memo = self._rendered = (key, render_bird(plan, log_file=self.log_path))
+        return memo[1]
 
     async def _check_text(self, text: str) -> None:
         self._state_dir.mkdir(parents=True, exist_ok=True)

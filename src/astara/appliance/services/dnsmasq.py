@@ -36,7 +36,7 @@ import tempfile
 from pathlib import Path
 
 from astara.appliance.errors import ApplyError, CommandError
-from astara.appliance.plan import PlannedNetwork, RouterPlan
+from astara.appliance.plan import PlannedNetwork, RouterPlan, same_networks
 from astara.appliance.render.dnsmasq import DnsmasqFiles, DnsmasqPaths, render_dnsmasq
 from astara.appliance.system.files import read_text, write_atomic
 from astara.appliance.system.netns import Netns
@@ -73,7 +73,7 @@ class Dnsmasq:
         # objects mean the same files: a big router is not rendered again for,
         # say, a floating-IP change. The memo holds the objects, so no id is reused.
         internals = plan.internals
-        if self._rendered is None or not _same_objects(self._rendered[0], internals):
+        if self._rendered is None or not same_networks(self._rendered[0], internals):
             self._rendered = (internals, render_dnsmasq(plan, self.paths))
         return self._rendered[1]
 
@@ -235,7 +235,3 @@ def _reason(exc: CommandError, conf: str) -> str:
     number = int(match["line"])
     quoted = lines[number - 1] if 0 < number <= len(lines) else f"line {number}"
     return f"{match['reason']}: {quoted}"
-
-
-def _same_objects(old: tuple[PlannedNetwork, ...], new: tuple[PlannedNetwork, ...]) -> bool:
-    return len(old) == len(new) and all(a is b for a, b in zip(old, new, strict=True))

@@ -115,6 +115,7 @@ class Links:
         self._lock = asyncio.Lock()
         self._sysctls_done: tuple[str, ...] | None = None
         self._indexes: dict[str, int] = {}
+        self._views: list[tuple[RouterPlan, _View]] = []
 
     async def _iproute(self) -> Any:
         if self._ipr is None:
@@ -129,6 +130,15 @@ class Links:
             await ipr.setup_endpoint()
             self._ipr = ipr
         return self._ipr
+
+    def _view(self, plan: RouterPlan) -> _View:
+        # the previous push computed the previous plan's view: keep the last two
+        for known, view in self._views:
+            if known is plan:
+                return view
+        view = _view(plan)
+        self._views = [*self._views[-1:], (plan, view)]
+        return view
 
     def close(self) -> None:
         if self._ipr is not None:
@@ -221,7 +231,7 @@ class Links:
             converger = _Converger(await self._iproute(), set(protected), self._indexes)
             try:
                 if previous is not None:
-                    before, after = _view(previous), _view(plan)
+                    before, after = self._view(previous), self._view(plan)
                     if before != after:
                         return await converger.run_incremental(before, after)
                 return await converger.run(plan)
