@@ -10,19 +10,15 @@ with ``--keep`` until Enter is pressed). Exit status 0 only if every check passe
 from __future__ import annotations
 
 import contextlib
-import http.server
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 from rich.console import Console
@@ -38,25 +34,6 @@ class Check:
     ok: bool
     seconds: float
     detail: str
-
-
-class _Metadata(http.server.ThreadingHTTPServer):
-    address_family = socket.AF_INET6
-    seen: dict[str, str]
-
-
-class _MetadataHandler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        assert isinstance(self.server, _Metadata)
-        self.server.seen = dict(self.headers.items())
-        body = b"demo-instance-id"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 def _timed(name: str, probe: Callable[[], tuple[bool, str]], *, retry_for: float = 0.0) -> Check:
@@ -86,7 +63,7 @@ def _wait_for_api(client: httpx.Client, agent: subprocess.Popen[bytes]) -> None:
 
 
 def _checks(
-    s: sc.RouterScenario, client: httpx.Client, metadata: _Metadata, bgp: Path
+    s: sc.RouterScenario, client: httpx.Client, metadata: sc.FakeMetadata, bgp: Path
 ) -> list[Check]:
     lab = s.lab
     resolve = "import socket,sys; print(socket.gethostbyname(sys.argv[1]))"
@@ -137,11 +114,13 @@ def _checks(
         ),
         _timed(
             "metadata: vm1 reads 169.254.169.254",
-            lambda: _eq(lab.run(s.vm1, ["python3", "-c", fetch]).strip(), "demo-instance-id"),
+            lambda: _eq(
+                lab.run(s.vm1, ["python3", "-c", fetch]).strip(), sc.FakeMetadata.answer.decode()
+            ),
         ),
         _timed(
             "metadata: instance identity forwarded",
-            lambda: _eq(getattr(metadata, "seen", {}).get("X-Instance-ID", ""), "dev-vm1"),
+            lambda: _eq(_last_header(metadata, "X-Instance-ID"), "dev-vm1"),
         ),
         _timed("IPv6: vm1 autoconfigures by SLAAC", slaac, retry_for=20),
         _timed(
@@ -158,6 +137,10 @@ def _checks(
             lambda: _ok_error(s.ask_peer(s.outside, "10.0.1.10", 8080, timeout=1)),
         ),
     ]
+
+
+def _last_header(metadata: sc.FakeMetadata, name: str) -> str:
+    return metadata.requests[-1].get(name, "") if metadata.requests else ""
 
 
 def _eq(got: str, want: str) -> tuple[bool, str]:
@@ -198,8 +181,7 @@ def _run_in_lab(
             "[bold]Astara demo[/]: one appliance, two tenant networks, a pretend internet"
         )
         s = sc.build(lab, workdir / "scenario")
-        metadata = _Metadata((str(s.mgmt_host), 0), _MetadataHandler)
-        threading.Thread(target=metadata.serve_forever, daemon=True).start()
+        metadata = sc.FakeMetadata(str(s.mgmt_host))
         agent = lab.spawn(None, sc.agent_command(s, token_file=token_file))
         client = httpx.Client(
             base_url=f"http://[{s.mgmt_router}]:5000",
@@ -213,9 +195,7 @@ def _run_in_lab(
             s.start_echo_peer(s.vm2, "0.0.0.0", 8080)
             s.start_echo_peer(s.vm1, "0.0.0.0", 8080)
             start = time.monotonic()
-            response = client.put(
-                "/v1/system/config/", json=s.config(metadata_port=metadata.server_port)
-            )
+            response = client.put("/v1/system/config/", json=s.config(metadata_port=metadata.port))
             applied = time.monotonic() - start
             if response.status_code != 200:
                 console.print(f"[red]the appliance refused the configuration:[/] {response.text}")
@@ -228,8 +208,7 @@ def _run_in_lab(
             return 0 if all(c.ok for c in checks) else 1
         finally:
             client.close()
-            metadata.shutdown()
-            metadata.server_close()
+            metadata.close()
             subprocess.run(
                 [
                     *sc.agent_command(s, token_file=token_file)[:2],

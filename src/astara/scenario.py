@@ -16,11 +16,14 @@ leaves the namespaces and veths the lab made.
 
 from __future__ import annotations
 
+import http.server
 import ipaddress
 import secrets
 import shutil
+import socket
 import sys
 import textwrap
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +74,42 @@ _ASK_PEER = textwrap.dedent(
         print(f"error: {exc}")
     """
 )
+
+
+class FakeMetadata(http.server.ThreadingHTTPServer):
+    """The orchestrator's metadata service, faked on the host's end of the management veth.
+
+    Answers every GET with ``answer`` and records each request's path and headers.
+    """
+
+    address_family = socket.AF_INET6
+    answer = b"i-from-fake-nova"
+
+    def __init__(self, address: str) -> None:
+        self.requests: list[dict[str, str]] = []
+        super().__init__((address, 0), _MetadataHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _MetadataHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        assert isinstance(self.server, FakeMetadata)
+        self.server.requests.append({"path": self.path, **dict(self.headers.items())})
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.server.answer)))
+        self.end_headers()
+        self.wfile.write(self.server.answer)
+
+    def log_message(self, *args: Any) -> None:
+        pass
 
 
 @dataclass

@@ -7,15 +7,12 @@ would, and checks every path with real packets, real DHCP and real BGP.
 
 from __future__ import annotations
 
-import http.server
 import json
 import secrets
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,43 +24,10 @@ from astara.lab import Lab
 
 
 @dataclass
-class MetadataRecorder:
-    """A fake orchestrator metadata service on the host's end of the management veth."""
-
-    requests: list[dict[str, str]] = field(default_factory=list)
-    server: http.server.ThreadingHTTPServer | None = None
-    port: int = 0
-
-
-def _start_metadata(address: str) -> MetadataRecorder:
-    recorder = MetadataRecorder()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            recorder.requests.append({"path": self.path, **dict(self.headers.items())})
-            body = b"i-from-fake-nova"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    class Server(http.server.ThreadingHTTPServer):
-        address_family = socket.AF_INET6
-
-    recorder.server = Server((address, 0), Handler)
-    recorder.port = recorder.server.server_address[1]
-    threading.Thread(target=recorder.server.serve_forever, daemon=True).start()
-    return recorder
-
-
-@dataclass
 class Running:
     scenario: sc.RouterScenario
     client: httpx.Client
-    metadata: MetadataRecorder
+    metadata: sc.FakeMetadata
     agent: subprocess.Popen[bytes]
     token: str
 
@@ -75,7 +39,7 @@ def running(lab: Lab, workdir: Path) -> Iterator[Running]:
     token = secrets.token_urlsafe(24)
     token_file = tmp_path / "token"
     token_file.write_text(token + "\n")
-    metadata = _start_metadata(str(scenario.mgmt_host))
+    metadata = sc.FakeMetadata(str(scenario.mgmt_host))
     agent_log = workdir / "agent.log"
     agent = lab.spawn(None, sc.agent_command(scenario, token_file=token_file), log=agent_log)
     base = f"http://[{scenario.mgmt_router}]:5000"
@@ -85,9 +49,7 @@ def running(lab: Lab, workdir: Path) -> Iterator[Running]:
         yield Running(scenario, client, metadata, agent, token)
     finally:
         client.close()
-        assert metadata.server is not None
-        metadata.server.shutdown()
-        metadata.server.server_close()
+        metadata.close()
         try:
             # drop the appliance through the control socket: stops dnsmasq and bird
             subprocess.run(
