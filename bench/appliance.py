@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -357,21 +358,17 @@ def _bench_memory(lab: Lab, workdir: Path, count: int) -> list[Figure]:
 
 
 def run_appliance_benchmarks(*, appliances: int, repeat: int) -> list[Figure]:
-    figures: list[Figure] = []
-    with Lab("astara-bench", link_tag="astbench") as lab:
-        workdir = Path("/run/astara-bench")
-        workdir.mkdir(exist_ok=True)
-        figures += (
-            _bench_big_router(lab, workdir / "big", repeat) if _mkdir(workdir / "big") else []
-        )
-    with Lab("astara-bench2", link_tag="astbenm") as lab:
-        workdir = Path("/run/astara-bench")
-        figures += (
-            _bench_memory(lab, workdir / "mem", appliances) if _mkdir(workdir / "mem") else []
-        )
+    """Run the appliance figures; everything made (namespaces, daemons, files) is removed."""
+    root = Path("/run/astara-bench")
+    try:
+        with Lab("astara-bench", link_tag="astbench") as lab:
+            big = root / "big"
+            big.mkdir(parents=True, exist_ok=True)
+            figures = _bench_big_router(lab, big, repeat)
+        with Lab("astara-bench2", link_tag="astbenm") as lab:
+            mem = root / "mem"
+            mem.mkdir(parents=True, exist_ok=True)
+            figures += _bench_memory(lab, mem, appliances)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     return figures
-
-
-def _mkdir(path: Path) -> bool:
-    path.mkdir(parents=True, exist_ok=True)
-    return True
