@@ -26,11 +26,13 @@ from astara.appliance.plan import (
     RouterPlan,
 )
 from astara.appliance.services.metadata import (
-    HttpError,
     InstanceIdentity,
     MetadataProxy,
     ProxyLimits,
     forwarded_headers,
+)
+from astara.appliance.system.http1 import (
+    HttpError,
     parse_request_head,
     parse_response_head,
     read_body,
