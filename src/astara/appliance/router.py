@@ -26,6 +26,7 @@ import shutil
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -71,6 +72,7 @@ class Router:
         self.config: ConfigurationBody | None = None
         self.config_json: str | None = None  # ``config`` as served by GET, rendered once
         self.plan: RouterPlan | None = None
+        self._document: Any = None
         self._lock = asyncio.Lock()
 
     @property
@@ -79,8 +81,18 @@ class Router:
         return (self.firewall, self.dnsmasq, self.bird, self.metadata)
 
     # -- the transaction ----------------------------------------------------------
-    async def push(self, body: ConfigurationBody) -> ConfigurationBody:
-        """Validate, check, apply and commit ``body``; see the module docstring."""
+    @property
+    def applied_document(self) -> tuple[Any, ConfigurationBody] | None:
+        """The JSON document last applied and its model, for incremental parsing."""
+        if self._document is None or self.config is None:
+            return None
+        return self._document, self.config
+
+    async def push(self, body: ConfigurationBody, *, document: Any = None) -> ConfigurationBody:
+        """Validate, check, apply and commit ``body`` (parsed from ``document``, if given).
+
+        See the module docstring.
+        """
         async with self._lock:
             started = time.monotonic()
             previous = (self.config.configuration, self.plan) if self.config and self.plan else None
@@ -102,6 +114,7 @@ class Router:
                     raise
                 raise ApplyError(type(exc).__name__, str(exc)) from exc
             self.plan, self.config, self.config_json = plan, body, text
+            self._document = document
             log.info(
                 "%s: applied (%s) in %.0f ms",
                 self.netns.label,

@@ -14,13 +14,12 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import ValidationError
 
 from astara import __version__
 from astara.appliance.api.errors import error_response, install_error_handlers
 from astara.appliance.api.guard import DEFAULT_MAX_BODY, BodyTooLargeError, Guard
+from astara.appliance.api.parsing import BodyInvalidError, parse_body
 from astara.appliance.router import Router
-from astara.wire.appliance_v1 import ConfigurationBody
 
 api = APIRouter()
 
@@ -90,17 +89,15 @@ async def put_config(request: Request) -> Response:
         document = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return error_response(400, "invalid_json", f"the body is not valid JSON: {exc}")
-    try:
-        body = ConfigurationBody.model_validate(document)
-    except ValidationError as exc:
-        fields = [
-            {"field": ".".join(str(p) for p in err["loc"]) or "body", "reason": err["msg"]}
-            for err in exc.errors(include_url=False, include_input=False)
-        ]
-        first = fields[0]
-        return error_response(422, "invalid_config", f"{first['field']}: {first['reason']}", fields)
     router = _router(request)
-    await router.push(body)
+    try:
+        body = parse_body(document, router.applied_document)
+    except BodyInvalidError as exc:
+        first = exc.fields[0]
+        return error_response(
+            422, "invalid_config", f"{first['field']}: {first['reason']}", exc.fields
+        )
+    await router.push(body, document=document)
     return Response(router.config_json, media_type="application/json")
 
 
