@@ -30,12 +30,13 @@ from astara.lab import Lab
 
 # What limits P8b, from a per-step profile of one push on this router (see bench/README.md).
 P8B_LIMIT = (
-    "Limit: the API takes whole configs, so each change sends and validates the 150 kB body "
-    "(JSON + pydantic ~15-20 ms, HTTP both ways ~5-10 ms) before the agent applies it; of the "
-    "apply, removing a floating IP costs most: nft's element delete reads the 200-element map "
-    "back from the kernel (~12-17 ms) and the conntrack flush ~14 ms (overlapped). Adding one "
-    "applies in ~30 ms. Fix: an incremental API for floating IPs (no whole body per change), and "
-    "element deletes over netlink without nft's cache fetch."
+    "Limit: unchanged networks are neither re-validated nor re-planned nor re-rendered, so what "
+    "remains is fixed cost: the 150 kB body sent and echoed back over HTTP (~10-15 ms); removing "
+    "a floating IP, nft's element delete, which reads the 200-element map back from the kernel "
+    "(~12-17 ms), and the conntrack flush, which walks the kernel's whole conntrack table "
+    "(~12 ms, even when empty); the rest of the agent's work ~20 ms. Runs on this 2-core VM vary "
+    "by +-20 ms. Fix: an incremental API for floating IPs (no whole body per change), element "
+    "deletes over raw nf_tables netlink, and a conntrack flush that does not walk the table."
 )
 
 

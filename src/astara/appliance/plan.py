@@ -412,6 +412,16 @@ def _plan_floating_ips(
         raise ConfigError(
             "floating_ips", "floating IPs need an external network with an IPv4 address"
         )
+    # internal IPv4 prefixes by length, so each fixed IP is found with a lookup or two
+    # rather than a scan of every network (200 floating IPs x 50 networks)
+    prefixes: dict[int, dict[ipaddress.IPv4Network, PlannedNetwork]] = {}
+    for net in networks:
+        if net.kind is NetworkKind.INTERNAL:
+            for address in net.addresses:
+                if isinstance(address, ipaddress.IPv4Interface):
+                    prefixes.setdefault(address.network.prefixlen, {}).setdefault(
+                        address.network, net
+                    )
     mappings: list[FloatingIPMapping] = []
     seen: set[ipaddress.IPv4Address] = set()
     for index, fip in enumerate(config.floating_ips):
@@ -421,10 +431,10 @@ def _plan_floating_ips(
         seen.add(fip.floating_ip)
         behind = next(
             (
-                n
-                for n in networks
-                if n.kind is NetworkKind.INTERNAL
-                and any(fip.fixed_ip in a.network for a in n.addresses if a.version == 4)
+                by_prefix[found]
+                for length, by_prefix in sorted(prefixes.items(), reverse=True)
+                if (found := ipaddress.IPv4Network((fip.fixed_ip, length), strict=False))
+                in by_prefix
             ),
             None,
         )

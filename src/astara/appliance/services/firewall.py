@@ -49,6 +49,7 @@ class Firewall:
         self._api_port = api_port
         self._metadata_port = metadata_port
         self._rendered: tuple[RouterPlan, str] | None = None
+        self._updates: tuple[tuple[str, str], str | None] | None = None
 
     async def check(self, plan: RouterPlan) -> None:
         """Have nft validate the ruleset for ``plan`` without loading it.
@@ -58,7 +59,7 @@ class Firewall:
         """
         text = self._render(plan)
         loaded = read_text(self._active)
-        if loaded is not None and render_element_update(loaded, text) is not None:
+        if loaded is not None and self._update(loaded, text) is not None:
             return  # only map elements change: the loading transaction is all-or-nothing
         if loaded != text:  # the loaded text was checked when it was loaded
             await self._check_text(text)
@@ -109,11 +110,16 @@ class Firewall:
             self._rendered = (plan, text)
         return self._rendered[1]
 
-    @staticmethod
-    def _transaction(loaded: str | None, text: str) -> str:
+    def _update(self, loaded: str, text: str) -> str | None:
+        """The element update from ``loaded`` to ``text`` (None: reload); once per push."""
+        if self._updates is None or self._updates[0] != (loaded, text):
+            self._updates = ((loaded, text), render_element_update(loaded, text))
+        return self._updates[1]
+
+    def _transaction(self, loaded: str | None, text: str) -> str:
         """What to load: only the floating-map elements when nothing else changed."""
         if loaded is not None:
-            update = render_element_update(loaded, text)
+            update = self._update(loaded, text)
             if update is not None:
                 return update
         return text

@@ -36,7 +36,7 @@ import socket
 from dataclasses import dataclass, field
 
 from astara.appliance.errors import ApplyError, ConfigError
-from astara.appliance.plan import IPAddress, NetworkKind, RouterPlan
+from astara.appliance.plan import IPAddress, NetworkKind, PlannedNetwork, RouterPlan, same_networks
 from astara.appliance.system.http1 import (
     HOP_BY_HOP,
     Headers,
@@ -202,6 +202,9 @@ class MetadataProxy:
         self._limits = limits or ProxyLimits()
         self._listeners: dict[str, _Listener] = {}
         self._routes = _Routes({}, None, None)
+        # the networks (objects) and identity fields last applied: a push that
+        # keeps them all is a no-op without rebuilding the lookup table
+        self._applied: tuple[tuple[PlannedNetwork, ...], tuple[object, ...]] | None = None
 
     def listening(self) -> dict[str, tuple[ipaddress.IPv4Address, int]]:
         """Network id -> the address and port its listener is bound to."""
@@ -229,6 +232,14 @@ class MetadataProxy:
         Raises ConfigError (nothing touched) or ApplyError when a listener cannot
         be opened; what is open then stays recorded, so applying again converges.
         """
+        internals = plan.internals
+        key = (plan.tenant_id, plan.orchestrator)
+        if (
+            self._applied is not None
+            and self._applied[1] == key
+            and same_networks(self._applied[0], internals)
+        ):
+            return False  # the very networks already served (plan.build_plan keeps them)
         await self.check(plan)
         wanted = _wanted_listeners(plan)
         routes = _routes_of(plan)
@@ -242,6 +253,7 @@ class MetadataProxy:
             if network_id not in self._listeners:
                 self._listeners[network_id] = await self._open(network_id, address)
                 changed = True
+        self._applied = (internals, key)
         return changed
 
     async def stop(self) -> None:
@@ -249,6 +261,7 @@ class MetadataProxy:
         for network_id in list(self._listeners):
             await self._close(network_id)
         self._routes = _Routes({}, None, None)
+        self._applied = None
 
     async def _open(self, network_id: str, address: ipaddress.IPv4Address) -> _Listener:
         tasks: set[asyncio.Task[None]] = set()
