@@ -209,18 +209,7 @@ def _run_in_lab(
         finally:
             client.close()
             metadata.close()
-            subprocess.run(
-                [
-                    *sc.agent_command(s, token_file=token_file)[:2],
-                    "remove",
-                    s.router,
-                    "--control-socket",
-                    str(s.workdir / "control.sock"),
-                ],
-                capture_output=True,
-                check=False,
-                timeout=30,
-            )
+            s.drop_appliance()
             console.print("cleaned up: namespaces, links and processes removed")
 
 

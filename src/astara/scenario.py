@@ -21,6 +21,7 @@ import ipaddress
 import secrets
 import shutil
 import socket
+import subprocess
 import sys
 import textwrap
 import threading
@@ -195,6 +196,22 @@ class RouterScenario:
             timeout=timeout + 10,
         )
         return out.strip()
+
+    def drop_appliance(self, *, check: bool = False) -> subprocess.CompletedProcess[bytes]:
+        """Have the agent drop the router namespace (its dnsmasq and bird stop with it)."""
+        return subprocess.run(
+            [
+                astara_executable(),
+                "appliance",
+                "remove",
+                self.router,
+                "--control-socket",
+                str(self.workdir / "control.sock"),
+            ],
+            capture_output=True,
+            check=check,
+            timeout=30,
+        )
 
     def start_bgp_peer(self) -> Path:
         """bird2 in the outside namespace, peering with the router; returns its control socket."""

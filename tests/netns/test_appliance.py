@@ -51,20 +51,7 @@ def running(lab: Lab, workdir: Path) -> Iterator[Running]:
         client.close()
         metadata.close()
         try:
-            # drop the appliance through the control socket: stops dnsmasq and bird
-            subprocess.run(
-                [
-                    sc.astara_executable(),
-                    "appliance",
-                    "remove",
-                    scenario.router,
-                    "--control-socket",
-                    str(scenario.workdir / "control.sock"),
-                ],
-                check=True,
-                capture_output=True,
-                timeout=30,
-            )
+            scenario.drop_appliance(check=True)
         finally:
             agent.terminate()
             agent.wait(timeout=30)
