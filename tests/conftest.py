@@ -65,15 +65,23 @@ def _netns_etc() -> set[str]:
         return set()
 
 
+def _files() -> set[str]:
+    """Scratch directories of this run, and state the agent would keep by default."""
+    found = {str(p) for p in Path(tempfile.gettempdir()).glob(f"{run_prefix()}-*")}
+    found |= {str(p) for p in Path("/run/astara/appliance").glob(f"{run_prefix()}-*")}
+    return found
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_leaks() -> Iterator[None]:
-    """Fail the run if it leaves a namespace, a link, a process or an /etc/netns entry behind."""
+    """Fail the run if it leaves a namespace, link, process, file or /etc/netns entry behind."""
     yield
     leaked = {
         "namespaces": sorted(_namespaces()),
         "links": sorted(_links()),
         "processes": sorted(_processes()),
         "/etc/netns": sorted(_netns_etc()),
+        "files": sorted(_files()),
     }
     leaked = {kind: items for kind, items in leaked.items() if items}
     assert not leaked, f"the test run leaked: {leaked}"
