@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from astara.lab import Lab
+from astara.scenario import wait_for_api
 
 # What limits P8b, from a per-step profile of one push on this router (see bench/README.md).
 P8B_LIMIT = (
@@ -142,16 +143,6 @@ def _agent(
             )
 
 
-def _wait_api(client: httpx.Client) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.TransportError):
-            client.get("/v1/status/")
-            return
-        time.sleep(0.1)
-    raise RuntimeError("agent API did not come up")
-
-
 def _big_config(mgmt: str, networks: int, allocations: int, fips: int) -> dict[str, Any]:
     per_net = allocations // networks
     nets: list[dict[str, Any]] = [
@@ -233,7 +224,7 @@ def _bench_big_router(lab: Lab, workdir: Path, repeat: int) -> list[Figure]:
             headers={"Authorization": f"Bearer {token}"},
         )
         with client:
-            _wait_api(client)
+            wait_for_api(client, timeout=30)
             start = time.monotonic()
             response = client.put("/v1/system/config/", json=body)
             first_ms = (time.monotonic() - start) * 1000
@@ -331,7 +322,7 @@ def _bench_memory(lab: Lab, workdir: Path, count: int) -> list[Figure]:
                 headers={"Authorization": f"Bearer {token}"},
             )
             with client:
-                _wait_api(client)
+                wait_for_api(client, timeout=30)
                 client.put(
                     "/v1/system/config/", json=_small_config(f"fd00:be:2:{k:x}::1", k)
                 ).raise_for_status()

@@ -50,18 +50,6 @@ def _timed(name: str, probe: Callable[[], tuple[bool, str]], *, retry_for: float
     return Check(name, ok, time.monotonic() - start, detail)
 
 
-def _wait_for_api(client: httpx.Client, agent: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if agent.poll() is not None:
-            raise RuntimeError(f"the agent exited with status {agent.returncode}")
-        with contextlib.suppress(httpx.TransportError):
-            client.get("/v1/status/")
-            return
-        time.sleep(0.1)
-    raise RuntimeError("the agent's API did not come up within 20 s")
-
-
 def _checks(
     s: sc.RouterScenario, client: httpx.Client, metadata: sc.FakeMetadata, bgp: Path
 ) -> list[Check]:
@@ -189,7 +177,7 @@ def _run_in_lab(
             timeout=30,
         )
         try:
-            _wait_for_api(client, agent)
+            sc.wait_for_api(client, agent)
             bgp = s.start_bgp_peer()
             s.start_echo_peer(s.outside, sc.GATEWAY_V4, 8080)
             s.start_echo_peer(s.vm2, "0.0.0.0", 8080)

@@ -16,6 +16,7 @@ leaves the namespaces and veths the lab made.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import ipaddress
 import secrets
@@ -25,9 +26,12 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from astara.lab import Lab
 
@@ -302,6 +306,21 @@ def build(lab: Lab, workdir: Path) -> RouterScenario:
     lab.veth(router, "ge3", vm2, "eth0", mac_a=MACS["ge3"], mac_b=MACS["vm2"])
     workdir.mkdir(parents=True, exist_ok=True)
     return RouterScenario(lab, router, outside, vm1, vm2, mgmt_host, mgmt_router, workdir)
+
+
+def wait_for_api(
+    client: httpx.Client, agent: subprocess.Popen[bytes] | None = None, timeout: float = 20.0
+) -> None:
+    """Wait until the appliance API answers ``client``; RuntimeError if the agent dies or it times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if agent is not None and agent.poll() is not None:
+            raise RuntimeError(f"the agent exited with status {agent.returncode}")
+        with contextlib.suppress(httpx.TransportError):
+            client.get("/v1/status/")
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the agent's API did not come up within {timeout:g} s")
 
 
 def astara_executable() -> str:

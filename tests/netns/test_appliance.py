@@ -45,7 +45,7 @@ def running(lab: Lab, workdir: Path) -> Iterator[Running]:
     base = f"http://[{scenario.mgmt_router}]:5000"
     client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     try:
-        _wait_for_api(client, agent)
+        sc.wait_for_api(client, agent)
         yield Running(scenario, client, metadata, agent, token)
     finally:
         client.close()
@@ -57,19 +57,6 @@ def running(lab: Lab, workdir: Path) -> Iterator[Running]:
             agent.wait(timeout=30)
             # shown by pytest when the test failed
             print("agent log:\n" + agent_log.read_text(errors="replace"))
-
-
-def _wait_for_api(client: httpx.Client, agent: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if agent.poll() is not None:
-            raise AssertionError(f"the agent exited with {agent.returncode}")
-        try:
-            client.get("/v1/status/")
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError("the agent's API did not come up within 20 s")
 
 
 def _put(run: Running, body: dict[str, Any]) -> httpx.Response:

@@ -97,9 +97,6 @@ class PlannedNetwork:
     subnets: tuple[PlannedSubnet, ...]
     hosts: tuple[PlannedHost, ...]
 
-    def subnet_of(self, address: IPAddress) -> PlannedSubnet | None:
-        return next((s for s in self.subnets if address in s.cidr), None)
-
     def own_address(self, version: int) -> IPInterface | None:
         """The router's first address of that IP version on this network."""
         return next((a for a in self.addresses if a.version == version), None)

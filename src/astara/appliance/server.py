@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import socket
 from dataclasses import dataclass
@@ -159,7 +158,3 @@ class ApplianceServer:
 
     def listing(self) -> list[dict[str, Any]]:
         return [a.describe() for a in self.appliances.values()]
-
-
-def parse_listen(value: str | None) -> IPAddress | None:
-    return ipaddress.ip_address(value) if value else None
