@@ -206,3 +206,28 @@ def test_shape_errors_are_refused(path: tuple[Any, ...], value: Any) -> None:
     target[path[-1]] = value
     with pytest.raises(ValidationError):
         Configuration.model_validate(config)
+
+
+def test_replan_keeps_unchanged_networks_and_floating_ip_mappings() -> None:
+    config = Configuration.model_validate(_router_config())
+    first = build_plan(config, LINKS)
+    changed = _router_config()
+    changed["floating_ips"].append({"floating_ip": "203.0.113.23", "fixed_ip": "10.0.1.10"})
+    second = build_plan(Configuration.model_validate(changed), LINKS, previous=(config, first))
+    assert all(a is b for a, b in zip(first.networks, second.networks, strict=True))
+    assert second.floating_ips[0] is first.floating_ips[0]
+    assert (str(second.floating_ips[1].floating_ip), second.floating_ips[1].ifname) == (
+        "203.0.113.23",
+        "ge2",
+    )
+
+
+def test_replan_remaps_floating_ips_when_their_network_moves() -> None:
+    config = Configuration.model_validate(_router_config())
+    first = build_plan(config, LINKS)
+    moved = _router_config()
+    moved["networks"][3]["interface"]["lladdr"] = MACS["ge2"]
+    moved["networks"][2]["interface"]["lladdr"] = MACS["ge3"]
+    second = build_plan(Configuration.model_validate(moved), LINKS, previous=(config, first))
+    assert second.floating_ips[0] is not first.floating_ips[0]
+    assert second.floating_ips[0].ifname == "ge2"

@@ -216,3 +216,11 @@ def test_big_router_keeps_the_rule_count_small() -> None:
     assert "203.0.113.219" in text
     assert '"ge51"' in text
     assert elapsed < 0.5
+
+
+def test_tenant_prefixes_follow_the_networks_of_each_render() -> None:
+    """The prefix memo must never serve one plan's prefixes to another."""
+    two, three = plan_of(router_config(internals=2)), plan_of(router_config(internals=3))
+    merged = {2: "{ 10.0.1.0/24, 10.0.2.0/24 }", 3: "{ 10.0.1.0/24, 10.0.2.0/23 }"}
+    for plan, count in ((two, 2), (three, 3), (two, 2)):
+        assert f"elements = {merged[count]}" in render_ruleset(plan)

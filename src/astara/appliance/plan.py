@@ -186,12 +186,16 @@ def build_plan(
     routes = _plan_routes(config, networks, connected)
     external = next((n for n in networks if n.kind is NetworkKind.EXTERNAL), None)
     v4_gw, v6_gw = _default_gateways(config, external)
+    known: dict[tuple[ipaddress.IPv4Address, ipaddress.IPv4Address], FloatingIPMapping] = {}
+    if previous is not None and same_networks(previous[1].networks, networks):
+        # the same pair behind the same networks maps to the same NIC: keep the object
+        known = {(m.floating_ip, m.fixed_ip): m for m in previous[1].floating_ips}
     return RouterPlan(
         networks=networks,
         routes=routes,
         default_v4_gateway=v4_gw,
         default_v6_gateway=v6_gw,
-        floating_ips=_plan_floating_ips(config, networks, external),
+        floating_ips=_plan_floating_ips(config, networks, external, known),
         bgp=_plan_bgp(config, networks, external, v6_gw),
         tenant_id=config.tenant_id,
         hostname=config.hostname,
@@ -402,7 +406,9 @@ def _plan_floating_ips(
     config: wire.Configuration,
     networks: Sequence[PlannedNetwork],
     external: PlannedNetwork | None,
+    known: dict[tuple[ipaddress.IPv4Address, ipaddress.IPv4Address], FloatingIPMapping],
 ) -> tuple[FloatingIPMapping, ...]:
+    """Map each floating IP to the internal NIC of its fixed IP; ``known`` pairs are kept."""
     if not config.floating_ips:
         return ()
     if external is None or external.own_address(4) is None:
@@ -426,6 +432,10 @@ def _plan_floating_ips(
         if fip.floating_ip in seen:
             raise ConfigError(f"{field}.floating_ip", f"{fip.floating_ip} appears twice")
         seen.add(fip.floating_ip)
+        mapping = known.get((fip.floating_ip, fip.fixed_ip))
+        if mapping is not None:
+            mappings.append(mapping)
+            continue
         behind = next(
             (
                 by_prefix[found]

@@ -40,7 +40,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 
-from astara.appliance.plan import PlannedNetwork, RouterPlan
+from astara.appliance.plan import PlannedNetwork, RouterPlan, same_networks
 
 TABLE = "inet astara"
 METADATA_ADDRESS = ipaddress.IPv4Address("169.254.169.254")
@@ -102,7 +102,7 @@ def _declarations(plan: RouterPlan, internals: Sequence[PlannedNetwork]) -> list
     prefixes = _internal_v4_prefixes(internals)
     if prefixes and _snat_address(plan) is not None:
         out += _set(_INTERNAL_V4, "ipv4_addr", [str(p) for p in prefixes], interval=True)
-    fips = sorted(plan.floating_ips, key=lambda f: f.floating_ip)
+    fips = sorted(plan.floating_ips, key=lambda f: int(f.floating_ip))
     if fips:
         out += _set(
             _FIP_DNAT,
@@ -110,7 +110,7 @@ def _declarations(plan: RouterPlan, internals: Sequence[PlannedNetwork]) -> list
             [f"{f.floating_ip} : {f.fixed_ip}" for f in fips],
             kind="map",
         )
-        by_fixed = sorted(fips, key=lambda f: f.fixed_ip)
+        by_fixed = sorted(fips, key=lambda f: int(f.fixed_ip))
         out += _set(
             _FIP_SNAT,
             "ipv4_addr : ipv4_addr",
@@ -233,8 +233,25 @@ def _snat_address(plan: RouterPlan) -> ipaddress.IPv4Address | None:
     return None if own is None else ipaddress.IPv4Address(own.ip)
 
 
-def _internal_v4_prefixes(internals: Iterable[PlannedNetwork]) -> list[ipaddress.IPv4Network]:
-    """Every tenant IPv4 prefix, merged so the interval set never holds an overlap."""
+_prefix_memo: list[tuple[Sequence[PlannedNetwork], list[ipaddress.IPv4Network]]] = []
+
+
+def _internal_v4_prefixes(internals: Sequence[PlannedNetwork]) -> list[ipaddress.IPv4Network]:
+    """Every tenant IPv4 prefix, merged so the interval set never holds an overlap.
+
+    Remembered for the last networks seen: a push that changes only floating IPs
+    keeps its planned networks (``same_networks``), and merging a big router's
+    prefixes is most of rendering it.
+    """
+    for known, prefixes in _prefix_memo:
+        if same_networks(known, internals):
+            return prefixes
+    prefixes = _merge_v4_prefixes(internals)
+    _prefix_memo[:] = [(tuple(internals), prefixes)]
+    return prefixes
+
+
+def _merge_v4_prefixes(internals: Iterable[PlannedNetwork]) -> list[ipaddress.IPv4Network]:
     found: set[ipaddress.IPv4Network] = set()
     for net in internals:
         found.update(s.cidr for s in net.subnets if isinstance(s.cidr, ipaddress.IPv4Network))
