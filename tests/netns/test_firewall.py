@@ -16,7 +16,6 @@ so a test sees both who the server thought was calling and where it landed.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,15 +239,46 @@ async def test_rejected_ruleset_leaves_the_previous_one_in_force(dataplane: Data
     assert await d.firewall.listing() == before
 
 
-async def test_big_router_is_accepted_and_loads_fast(lab: Lab, tmp_path: Path) -> None:
+async def test_big_router_is_accepted(lab: Lab, tmp_path: Path) -> None:
+    """How fast it loads is bench/'s P8a; here, that nft takes it."""
     firewall = Firewall(netns=Netns(lab.namespace("big")), state_dir=tmp_path)
     plan = big_router_plan()
     await firewall.check(plan)
-    started = time.perf_counter()
     assert await firewall.apply(plan)
-    elapsed = time.perf_counter() - started
     listing = await firewall.listing()
     assert "203.0.113.219 : 10.0." in listing
     assert '"ge51"' in listing
-    assert elapsed < 1.0, f"loading 50 networks and 200 floating IPs took {elapsed:.2f}s"
     await firewall.stop()
+
+
+async def test_floating_ip_removed_and_restored_by_element_update(dataplane: Dataplane) -> None:
+    """Only the floating maps change: the element batch, proven with real packets."""
+    d = dataplane
+    listen(d.lab, d.vm2, "0.0.0.0", 8080)
+    both = router_config(floating=2)  # 203.0.113.20 -> vm2, 203.0.113.21 -> vm1
+    assert await d.firewall.apply(plan_of(both))
+    table_before = await d.firewall.listing()
+    assert connect(d.lab, d.outside, FIP, 8080) == ("203.0.113.1", "10.0.2.10:8080")
+    without = router_config(floating=2)
+    without["floating_ips"] = without["floating_ips"][1:]
+    assert await d.firewall.apply(plan_of(without))
+    assert_unreachable(d.lab, d.outside, FIP, 8080)
+    assert "203.0.113.21 : 10.0.1.10" in await d.firewall.listing()
+    assert await d.firewall.apply(plan_of(both))
+    assert connect(d.lab, d.outside, FIP, 8080) == ("203.0.113.1", "10.0.2.10:8080")
+    assert await d.firewall.listing() == table_before
+
+
+async def test_refused_element_update_changes_nothing(dataplane: Dataplane) -> None:
+    """The kernel refuses one change of the batch: none of it is applied."""
+    d = dataplane
+    assert await d.firewall.apply(plan_of(router_config(floating=3)))
+    # someone deleted an element behind the agent's back
+    d.lab.run(
+        d.router, ["nft", "delete", "element", "inet", "astara", "floating_snat", "{ 10.0.2.11 }"]
+    )
+    before = await d.firewall.listing()
+    with pytest.raises(ApplyError, match="No such file or directory") as refused:
+        await d.firewall.apply(plan_of(router_config(floating=1)))
+    assert "delete element inet astara floating_snat { 10.0.2.11 }" in refused.value.reason
+    assert await d.firewall.listing() == before

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from astara.appliance.plan import Link, build_plan
-from astara.appliance.render.nftables import render_element_update, render_ruleset
+from astara.appliance.render.nftables import element_changes, render_ruleset
 from astara.wire.appliance_v1 import Configuration
 
 LINKS = [Link(f"ge{i}", f"fa:16:3e:00:00:0{i}") for i in range(4)]
@@ -42,18 +42,18 @@ def _ruleset(fips: list[tuple[str, str]], *, mtu: int = 1500, extra_net: bool = 
 def test_removing_a_floating_ip_is_an_element_update() -> None:
     before = _ruleset([("203.0.113.20", "10.0.1.10"), ("203.0.113.21", "10.0.1.11")])
     after = _ruleset([("203.0.113.20", "10.0.1.10")])
-    assert render_element_update(before, after) == (
-        "delete element inet astara floating_dnat { 203.0.113.21 }\n"
-        "delete element inet astara floating_snat { 10.0.1.11 }\n"
-    )
+    assert [str(c) for c in element_changes(before, after) or []] == [
+        "delete element inet astara floating_dnat { 203.0.113.21 }",
+        "delete element inet astara floating_snat { 10.0.1.11 }",
+    ]
 
 
 def test_moving_a_floating_ip_deletes_then_adds_in_one_transaction() -> None:
     before = _ruleset([("203.0.113.20", "10.0.1.10")])
     after = _ruleset([("203.0.113.20", "10.0.1.12")])
-    update = render_element_update(before, after)
+    update = element_changes(before, after)
     assert update is not None
-    lines = update.splitlines()
+    lines = [str(c) for c in update]
     assert lines[0] == "delete element inet astara floating_dnat { 203.0.113.20 }"
     assert lines[1] == "add element inet astara floating_dnat { 203.0.113.20 : 10.0.1.12 }"
     assert "add element inet astara floating_snat { 10.0.1.12 : 203.0.113.20 }" in lines
@@ -61,10 +61,7 @@ def test_moving_a_floating_ip_deletes_then_adds_in_one_transaction() -> None:
 
 def test_other_changes_reload_the_whole_table() -> None:
     base = _ruleset([("203.0.113.20", "10.0.1.10")])
-    assert (
-        render_element_update(base, _ruleset([("203.0.113.20", "10.0.1.10")], extra_net=True))
-        is None
-    )
+    assert element_changes(base, _ruleset([("203.0.113.20", "10.0.1.10")], extra_net=True)) is None
     # the last floating IP gone: the maps and their rules go, so the table is reloaded
-    assert render_element_update(base, _ruleset([])) is None
-    assert render_element_update(base, base) == "\n"
+    assert element_changes(base, _ruleset([])) is None
+    assert element_changes(base, base) == []

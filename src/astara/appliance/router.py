@@ -202,6 +202,7 @@ class Router:
             else:
                 await self.metadata.stop()  # in-process listeners die with the agent anyway
             self.links.close()
+            self.firewall.close()
             if stop_services:
                 shutil.rmtree(self.state_dir, ignore_errors=True)
 

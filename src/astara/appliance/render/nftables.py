@@ -39,10 +39,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from astara.appliance.plan import PlannedNetwork, RouterPlan, same_networks
 
-TABLE = "inet astara"
+TABLE_NAME = "astara"
+TABLE = f"inet {TABLE_NAME}"  # the inet family: one table for IPv4 and IPv6
 METADATA_ADDRESS = ipaddress.IPv4Address("169.254.169.254")
 
 _INTERNAL_IFS = "internal_ifs"
@@ -275,7 +277,8 @@ def _natural(name: str) -> tuple[tuple[int, int | str], ...]:
 # -- incremental updates ----------------------------------------------------------
 # A push that only adds, moves or removes floating IPs changes nothing but the
 # elements of the two floating maps. Loading the whole table again costs ~30 ms
-# on a big router; updating the elements is one small transaction.
+# on a big router; the firewall writes the element changes as one small
+# transaction instead (``system/nfnetlink.py``).
 _MAP_ELEMENTS = re.compile(
     r"(\tmap (?P<name>" + _FIP_DNAT + "|" + _FIP_SNAT + r") \{\n\t\ttype [^\n]+\n)"
     r"\t\telements = \{(?P<elements>[^}]*)\}\n"
@@ -294,24 +297,39 @@ def _split_elements(text: str) -> tuple[str, dict[str, dict[str, str]]]:
     return _MAP_ELEMENTS.sub(cut, text), maps
 
 
-def render_element_update(loaded: str, wanted: str) -> str | None:
-    """An ``nft -f`` transaction turning ruleset ``loaded`` into ``wanted``, or None.
+@dataclass(frozen=True)
+class MapElementChange:
+    """In floating map ``name``: delete ``key`` (``value`` None) or add ``key : value``."""
+
+    name: str
+    key: str
+    value: str | None = None
+
+    def __str__(self) -> str:
+        if self.value is None:
+            return f"delete element {TABLE} {self.name} {{ {self.key} }}"
+        return f"add element {TABLE} {self.name} {{ {self.key} : {self.value} }}"
+
+
+def element_changes(loaded: str, wanted: str) -> list[MapElementChange] | None:
+    """The floating-map element changes turning ruleset ``loaded`` into ``wanted``, or None.
 
     None means more than floating-map elements differ: load ``wanted`` whole.
+    Changes come in transaction order: per map, deletions (of keys gone or
+    remapped) before additions.
     """
     loaded_rest, loaded_maps = _split_elements(loaded)
     wanted_rest, wanted_maps = _split_elements(wanted)
     if loaded_rest != wanted_rest or loaded_maps.keys() != wanted_maps.keys():
         return None
-    lines: list[str] = []
+    changes: list[MapElementChange] = []
     for name in sorted(wanted_maps):
         old, new = loaded_maps[name], wanted_maps[name]
-        gone = sorted(k for k in old if new.get(k) != old[k])
-        added = sorted(k for k in new if old.get(k) != new[k])
-        if gone:
-            lines.append(f"delete element {TABLE} {name} {{ {', '.join(gone)} }}")
-        if added:
-            lines.append(
-                f"add element {TABLE} {name} {{ {', '.join(f'{k} : {new[k]}' for k in added)} }}"
-            )
-    return "\n".join(lines) + "\n"
+        changes += (
+            MapElementChange(name, k) for k in sorted(k for k in old if new.get(k) != old[k])
+        )
+        changes += (
+            MapElementChange(name, k, new[k])
+            for k in sorted(k for k in new if old.get(k) != new[k])
+        )
+    return changes
