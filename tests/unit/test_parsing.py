@@ -32,7 +32,10 @@ def _document() -> dict[str, Any]:
         "configuration": {
             "tenant_id": "p",
             "networks": [net(i) for i in range(3)],
-            "floating_ips": [],
+            "floating_ips": [
+                {"floating_ip": "203.0.113.10", "fixed_ip": "10.0.0.10"},
+                {"floating_ip": "203.0.113.11", "fixed_ip": "10.1.0.10"},
+            ],
         }
     }
 
@@ -69,6 +72,18 @@ def test_unchanged_networks_reuse_their_models_and_the_result_equals_a_full_vali
             "configuration.networks.0.bogus",
         ),
         (lambda d: d["configuration"].__setitem__("asn", 0), "configuration.asn"),
+        (
+            lambda d: d["configuration"]["floating_ips"][1].__setitem__("fixed_ip", "10.1.0"),
+            "configuration.floating_ips.1.fixed_ip",
+        ),
+        (
+            lambda d: d["configuration"]["floating_ips"].append({"floating_ip": ["x"]}),
+            "configuration.floating_ips.2.floating_ip",
+        ),
+        (
+            lambda d: d["configuration"].__setitem__("floating_ips", "none"),
+            "configuration.floating_ips",
+        ),
         (lambda d: d.__setitem__("extra", 1), "extra"),
     ],
 )
@@ -84,3 +99,17 @@ def test_without_a_previous_document_everything_is_validated() -> None:
     with pytest.raises(BodyInvalidError) as caught:
         parse_body({"configuration": {"networks": "no"}}, None)
     assert caught.value.fields[0]["field"] == "configuration.networks"
+
+
+def test_unchanged_floating_ips_reuse_their_models() -> None:
+    previous = _previous()
+    document = _document()
+    fips = document["configuration"]["floating_ips"]
+    fips.reverse()
+    fips.append({"floating_ip": "203.0.113.12", "fixed_ip": "10.2.0.10"})
+    body = parse_body(document, previous)
+    assert body == ConfigurationBody.model_validate(document)
+    old = previous[1].configuration.floating_ips
+    assert body.configuration.floating_ips[0] is old[1]
+    assert body.configuration.floating_ips[1] is old[0]
+    assert str(body.configuration.floating_ips[2].floating_ip) == "203.0.113.12"

@@ -30,6 +30,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from astara.appliance.document import ConfigDocument
 from astara.appliance.errors import ApplianceError, ApplyError, CommandError, ConfigError
 from astara.appliance.plan import IPAddress, RouterPlan, build_plan
 from astara.appliance.services import Service
@@ -73,6 +74,7 @@ class Router:
         self.config_json: str | None = None  # ``config`` as served by GET, rendered once
         self.plan: RouterPlan | None = None
         self._document: Any = None
+        self._writer = ConfigDocument()
         self._lock = asyncio.Lock()
 
     @property
@@ -105,7 +107,7 @@ class Router:
                     raise ConfigError(
                         "configuration", f"{exc.step} refused it: {exc.reason}"
                     ) from exc
-            text = body.model_dump_json()
+            text = self._writer.dump(body)
             try:
                 changed = await self._apply(plan, previous=self.plan, then=self._saver(text))
             except (ApplianceError, OSError) as exc:
