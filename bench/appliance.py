@@ -29,15 +29,12 @@ import httpx
 from astara.lab import Lab
 from astara.scenario import wait_for_api
 
-# What limits P8b, from a per-step profile of one push on this router (see bench/README.md).
-P8B_LIMIT = (
-    "Limit: unchanged networks are neither re-validated nor re-planned nor re-rendered, so what "
-    "remains is fixed cost: the 150 kB body sent and echoed back over HTTP (~10-15 ms); removing "
-    "a floating IP, nft's element delete, which reads the 200-element map back from the kernel "
-    "(~12-17 ms), and the conntrack flush, which walks the kernel's whole conntrack table "
-    "(~12 ms, even when empty); the rest of the agent's work ~20 ms. Runs on this 2-core VM vary "
-    "by +-20 ms. Fix: an incremental API for floating IPs (no whole body per change), element "
-    "deletes over raw nf_tables netlink, and a conntrack flush that does not walk the table."
+# What a floating-IP change costs, from a per-step profile of one push (see bench/README.md).
+P8B_COST = (
+    "Per push: the 150 kB body sent, parsed and echoed back; unchanged networks and floating "
+    "IPs reuse their validated models, plans and JSON text; netlink writes one /32; the "
+    "floating maps change by one nfnetlink element batch (decision 0005); conntrack flush of "
+    "the removed address. Runs on this 2-core VM vary by +-20 ms."
 )
 
 
@@ -252,7 +249,7 @@ def _bench_big_router(lab: Lab, workdir: Path, repeat: int) -> list[Figure]:
             50,
             f"{repeat} PUTs of the full body, timed at the client; max {max(samples):.1f} ms, "
             f"min {min(samples):.1f} ms; the agent's own apply time (its log) median "
-            f"{_agent_apply_median(workdir / 'agent.log', repeat):.1f} ms. " + P8B_LIMIT,
+            f"{_agent_apply_median(workdir / 'agent.log', repeat):.1f} ms. " + P8B_COST,
         ),
     ]
 
