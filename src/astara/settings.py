@@ -28,3 +28,31 @@ class AgentSettings:
     #: Unix socket of the control API; None disables it
     control_socket: Path | None = DEFAULT_CONTROL_SOCKET
     log_level: str = "INFO"
+
+
+DEFAULT_NETWORK_DB = "sqlite:////var/lib/astara/network.db"
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """``astara network-api``."""
+
+    host: str = "127.0.0.1"
+    port: int = 9696
+    #: SQLAlchemy URL: SQLite by default, ``postgresql+psycopg://…`` for a shared database
+    db_url: str = DEFAULT_NETWORK_DB
+    #: no-auth mode: the project of a request without ``X-Project-Id``
+    default_project: str = "admin"
+    #: no-auth mode: requests are admin unless ``X-Roles`` says otherwise
+    admin_by_default: bool = True
+    #: the MTU of the physical fabric; VXLAN networks get 50 bytes less
+    physical_mtu: int = 1500
+    #: VLAN ids and VXLAN VNIs tenant networks are given, as (first, last) ranges
+    vlan_ranges: tuple[tuple[int, int], ...] = ((100, 4094),)
+    vxlan_ranges: tuple[tuple[int, int], ...] = ((1, 65535),)
+    #: the segmentation of a network whose request names none
+    tenant_network_type: str = "vxlan"
+    #: the physical network of flat and VLAN networks whose request names none
+    default_physical_network: str = "physnet1"
+    #: shown as ``publisher_id`` (``network.<host>``) in notifications
+    host_name: str = "astara"

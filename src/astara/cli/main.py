@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from astara import __version__
-from astara.cli import appliance, demo
+from astara.cli import appliance, demo, network_api
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parts = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     appliance.register(parts)
     demo.register(parts)
+    network_api.register(parts)
     return parser
 
 

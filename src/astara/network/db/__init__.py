@@ -1,0 +1,1 @@
+"""The network service's state in SQL: schema, engine and migrations."""

@@ -1,0 +1,86 @@
+"""The database: engine, sessions, migrations, and the write discipline per backend.
+
+``open_database(url)`` is the one way in: it creates the engine, brings the
+schema to the latest Alembic revision, and returns a ``Database`` whose
+``write()`` and ``read()`` hand out sessions. SQLite (the embedded default)
+takes one writer at a time, so writes are serialised in-process by a lock
+(WAL lets reads go on meanwhile); PostgreSQL takes concurrent writers, and
+uniqueness is kept by constraints (see ``models.py``) with the services
+retrying on a lost race.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+DEFAULT_URL = "sqlite:////var/lib/astara/network.db"
+
+
+class Database:
+    """Sessions on one database; see the module docstring."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sqlite = engine.dialect.name == "sqlite"
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._write_lock = threading.Lock() if self.sqlite else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Session]:
+        """A session committed on success, rolled back on any exception."""
+        with self._write_lock, self._sessions.begin() as session:
+            yield session
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._sessions() as session:
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the latest migration (idempotent)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def open_database(url: str = DEFAULT_URL) -> Database:
+    """Engine for ``url``, schema migrated; a SQLite file's directory is created."""
+    options: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        options["connect_args"] = {"check_same_thread": False}
+    else:
+        options["pool_size"] = 20
+        options["max_overflow"] = 20
+    engine = create_engine(url, **options)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    upgrade(engine)
+    return Database(engine)
