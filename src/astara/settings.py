@@ -56,3 +56,5 @@ class NetworkSettings:
     default_physical_network: str = "physnet1"
     #: shown as ``publisher_id`` (``network.<host>``) in notifications
     host_name: str = "astara"
+    #: where notifications go: ``embedded://`` (in-process), later ``amqp://…``
+    bus_url: str = "embedded://"

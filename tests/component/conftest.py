@@ -9,14 +9,16 @@ openstacksdk connection to it, as admin; ``sdk_as(project)`` one as a member.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import openstack
 import pytest
@@ -24,11 +26,13 @@ import uvicorn
 from keystoneauth1 import noauth
 from keystoneauth1 import session as ksa_session
 
+from astara.bus.embedded import EmbeddedBus
 from astara.network.db.engine import open_database
 from astara.network.server import build_app
 from astara.network.service import NetworkService
 from astara.settings import NetworkSettings
 
+T = TypeVar("T")
 PG_ADMIN = os.environ.get("ASTARA_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
@@ -36,6 +40,12 @@ PG_ADMIN = os.environ.get("ASTARA_TEST_PG", "postgresql+psycopg://postgres@127.0
 class NetworkApi:
     url: str
     service: NetworkService
+    bus: EmbeddedBus
+    loop: asyncio.AbstractEventLoop
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the server's loop (where the bus lives) and wait for it."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=10)
 
 
 def _free_port() -> int:
@@ -72,7 +82,8 @@ def network_api(database_url: str) -> Iterator[NetworkApi]:
     port = _free_port()
     settings = NetworkSettings(db_url=database_url, port=port, vlan_ranges=((100, 102),))
     db = open_database(database_url)
-    app, service = build_app(settings, db=db)
+    bus = EmbeddedBus()
+    app, service = build_app(settings, db=db, bus=bus)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="network-api", daemon=True)
     thread.start()
@@ -82,7 +93,7 @@ def network_api(database_url: str) -> Iterator[NetworkApi]:
             pytest.fail("the network API did not start")
         time.sleep(0.02)
     try:
-        yield NetworkApi(f"http://127.0.0.1:{port}", service)
+        yield NetworkApi(f"http://127.0.0.1:{port}", service, bus, app.state.loop)
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -6,29 +6,48 @@ it in the foreground until SIGINT/SIGTERM.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 import uvicorn
 from fastapi import FastAPI
 
+from astara.bus.base import Bus
+from astara.bus.transports import bus_from_url
 from astara.network.api.app import create_app
 from astara.network.api.auth import Authenticator
 from astara.network.db.engine import Database, open_database
-from astara.network.service import Events, NetworkService
+from astara.network.events import LoopEvents
+from astara.network.notify import Notifier
+from astara.network.service import NetworkService
 from astara.settings import NetworkSettings
 
 log = logging.getLogger(__name__)
 
 
 def build_app(
-    settings: NetworkSettings, *, db: Database | None = None, events: Events | None = None
+    settings: NetworkSettings, *, db: Database | None = None, bus: Bus | None = None
 ) -> tuple[FastAPI, NetworkService]:
+    """The app and its service; notifications go to ``bus`` once the app runs on a loop."""
     database = db or open_database(settings.db_url)
-    service = NetworkService(database, settings, events)
+    service = NetworkService(database, settings)
     auth = Authenticator(
         default_project=settings.default_project, admin_by_default=settings.admin_by_default
     )
-    return create_app(service, auth), service
+    app = create_app(service, auth)
+    notifier = Notifier(bus=bus or bus_from_url(settings.bus_url), host=settings.host_name)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        app.state.loop = loop
+        service.events = LoopEvents(notifier, loop)
+        yield
+
+    app.router.lifespan_context = lifespan
+    return app, service
 
 
 def serve(settings: NetworkSettings) -> None:

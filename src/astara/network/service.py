@@ -21,11 +21,14 @@ from sqlalchemy.orm import Session
 from astara.network import attributes
 from astara.network.context import Context
 from astara.network.db.engine import Database
-from astara.network.errors import Conflict, NotFound
+from astara.network.errors import BadRequest, Conflict, NotFound
 from astara.network.query import ListQuery, apply
 from astara.network.resources.base import Resource
+from astara.network.resources.floatingips import FloatingIPs
 from astara.network.resources.networks import Networks
 from astara.network.resources.ports import Ports
+from astara.network.resources.routers import Routers
+from astara.network.resources.security_groups import SecurityGroupRules, SecurityGroups
 from astara.network.resources.subnets import Subnets
 from astara.settings import NetworkSettings
 
@@ -35,19 +38,31 @@ RETRIES = 10
 
 
 class Events(Protocol):
-    """Where the service reports changes (the notifier); see ``astara.network.notify``."""
+    """Where the service reports changes: the notifier, through ``events.py``.
 
-    def start(self, ctx: Context, event_type: str, payload: dict[str, Any]) -> None: ...
+    ``emit`` must return at once and never raise: the change is committed.
+    """
 
-    def end(self, ctx: Context, event_type: str, payload: dict[str, Any]) -> None: ...
+    def emit(self, ctx: Context, event_type: str, payload: dict[str, Any]) -> None: ...
 
 
 class NoEvents:
-    def start(self, ctx: Context, event_type: str, payload: dict[str, Any]) -> None:
+    def emit(self, ctx: Context, event_type: str, payload: dict[str, Any]) -> None:
         pass
 
-    def end(self, ctx: Context, event_type: str, payload: dict[str, Any]) -> None:
-        pass
+
+def _last_state(name: str, view: dict[str, Any]) -> dict[str, Any]:
+    """A deleted resource as Neutron's ``.delete.end`` carries it: its database dict.
+
+    That dict differs from the API view [fixtures 110, 115]: a router's lacks the
+    DVR/HA flags, a port's has ``standard_attr_id`` (an internal id this service
+    does not have: null).
+    """
+    if name == "router":
+        return {k: v for k, v in view.items() if k not in ("distributed", "ha")}
+    if name == "port":
+        return {**view, "standard_attr_id": None}
+    return view
 
 
 class NetworkService:
@@ -57,7 +72,17 @@ class NetworkService:
         self.db = db
         self.settings = settings
         self.events: Events = events or NoEvents()
-        resources: list[Resource] = [Networks(settings), Subnets(), Ports()]
+        ports = Ports()
+        self.routers = Routers(ports)
+        resources: list[Resource] = [
+            Networks(settings),
+            Subnets(),
+            ports,
+            self.routers,
+            FloatingIPs(ports),
+            SecurityGroups(),
+            SecurityGroupRules(),
+        ]
         self.resources: dict[str, Resource] = {r.collection: r for r in resources}
 
     def resource(self, collection: str) -> Resource:
@@ -80,12 +105,14 @@ class NetworkService:
         raise AssertionError("unreachable")
 
     # -- operations -------------------------------------------------------------------
+    # Each validates the body, then emits ``.start``, then looks up and authorises
+    # inside the transaction, then emits ``.end`` once committed (see notify.py).
     def create(self, ctx: Context, collection: str, document: Any) -> dict[str, Any]:
         resource = self.resource(collection)
         body = attributes.parse(
             resource.name, resource.attributes, document, create=True, is_admin=ctx.is_admin
         )
-        self.events.start(
+        self.events.emit(
             ctx, f"{resource.name}.create.start", {resource.name: document[resource.name]}
         )
 
@@ -95,7 +122,7 @@ class NetworkService:
             return resource.view(row, ctx)
 
         view = self._write(work)
-        self.events.end(ctx, f"{resource.name}.create.end", {resource.name: view})
+        self.events.emit(ctx, f"{resource.name}.create.end", {resource.name: view})
         return view
 
     def show(self, ctx: Context, collection: str, resource_id: str) -> dict[str, Any]:
@@ -106,7 +133,8 @@ class NetworkService:
     def list(self, ctx: Context, collection: str, query: ListQuery, *, url: str) -> dict[str, Any]:
         resource = self.resource(collection)
         with self.db.read() as session:
-            views = [resource.view(row, ctx) for row in resource.rows(session, ctx, query.filters)]
+            rows = resource.rows(session, ctx, query.filters)
+            views = [resource.view(row, ctx) for row in rows]
         return apply(views, query, url=url, collection=collection)
 
     def update(
@@ -116,32 +144,25 @@ class NetworkService:
         body = attributes.parse(
             resource.name, resource.attributes, document, create=False, is_admin=ctx.is_admin
         )
-        self.events.start(
+        self.events.emit(
             ctx,
             f"{resource.name}.update.start",
-            {"id": resource_id, resource.name: document[resource.name]},
+            {resource.name: document[resource.name], "id": resource_id},
         )
 
-        def work(session: Session) -> tuple[dict[str, Any], dict[str, Any]]:
+        def work(session: Session) -> dict[str, Any]:
             row = resource.load(session, ctx, resource_id)
-            before = resource.view(row, ctx)
             resource.update(session, ctx, row, body)
             session.flush()
-            return before, resource.view(row, ctx)
+            return resource.view(row, ctx)
 
-        before, view = self._write(work)
-        self.events.end(
-            ctx,
-            f"{resource.name}.update.end",
-            {resource.name: view, f"original_{resource.name}": before},
-        )
+        view = self._write(work)
+        self.events.emit(ctx, f"{resource.name}.update.end", {resource.name: view})
         return view
 
     def delete(self, ctx: Context, collection: str, resource_id: str) -> None:
         resource = self.resource(collection)
-        self.events.start(
-            ctx, f"{resource.name}.delete.start", {f"{resource.name}_id": resource_id}
-        )
+        self.events.emit(ctx, f"{resource.name}.delete.start", {f"{resource.name}_id": resource_id})
 
         def work(session: Session) -> dict[str, Any]:
             row = resource.load(session, ctx, resource_id)
@@ -150,8 +171,26 @@ class NetworkService:
             return last
 
         last = self._write(work)
-        self.events.end(
+        self.events.emit(
             ctx,
             f"{resource.name}.delete.end",
-            {f"{resource.name}_id": resource_id, resource.name: last},
+            {f"{resource.name}_id": resource_id, resource.name: _last_state(resource.name, last)},
         )
+
+    def router_interface(
+        self, ctx: Context, router_id: str, *, add: bool, document: Any
+    ) -> dict[str, Any]:
+        """``PUT /routers/<id>/add_router_interface`` or ``remove_router_interface``."""
+        if not isinstance(document, dict):
+            raise BadRequest("Bad router request: the body must be an object.", type="BadRequest")
+
+        def work(session: Session) -> dict[str, Any]:
+            router = self.routers.load(session, ctx, router_id)
+            if add:
+                return self.routers.add_interface(session, ctx, router, document)
+            return self.routers.remove_interface(session, ctx, router, document)
+
+        info = self._write(work)
+        action = "create" if add else "delete"
+        self.events.emit(ctx, f"router.interface.{action}", {"router_interface": info})
+        return info

@@ -162,6 +162,22 @@ def create_app(service: NetworkService, auth: Authenticator) -> FastAPI:
         view = await run_in_threadpool(service.update, ctx, collection, resource_id, document)
         return {service.resource(collection).name: view}
 
+    @app.put("/v2.0/routers/{router_id}/add_router_interface")
+    async def add_router_interface(request: Request, router_id: str) -> dict[str, Any]:
+        ctx = auth.context(request)
+        document = await _document(request)
+        return await run_in_threadpool(
+            lambda: service.router_interface(ctx, router_id, add=True, document=document)
+        )
+
+    @app.put("/v2.0/routers/{router_id}/remove_router_interface")
+    async def remove_router_interface(request: Request, router_id: str) -> dict[str, Any]:
+        ctx = auth.context(request)
+        document = await _document(request)
+        return await run_in_threadpool(
+            lambda: service.router_interface(ctx, router_id, add=False, document=document)
+        )
+
     @app.delete("/v2.0/{collection}/{resource_id}", status_code=204)
     def delete_resource(request: Request, collection: str, resource_id: str) -> Response:
         ctx = auth.context(request)

@@ -197,6 +197,7 @@ class Networks:
                 "port_security_enabled": row.port_security_enabled,
             }
         )
+        view["is_default"] = False  # no default external network (auto-allocation) [002, 093]
         if ctx.is_admin:
             view["provider:network_type"] = row.network_type
             view["provider:physical_network"] = row.physical_network

@@ -30,7 +30,7 @@ from astara.network.attributes import (
     string,
 )
 from astara.network.context import Context
-from astara.network.db.models import IPAllocation, Network, Port, Subnet
+from astara.network.db.models import FloatingIP, IPAllocation, Network, Port, Subnet
 from astara.network.errors import BadRequest, Conflict, ExhaustedError, NotFound
 from astara.network.store import apply_standard, bump, new_id, owner, standard_view, visible_network
 
@@ -66,7 +66,7 @@ class Ports:
         network = visible_network(session, ctx, body["network_id"])
         if not ctx.owns(network.project_id) and not network.shared and not ctx.is_admin:
             raise NotFound.of("network", network.id)
-        mac = body.get("mac_address") or new_mac()
+        mac = body.get("mac_address") or self.unique_mac(session, network.id)
         if (
             body.get("mac_address")
             and session.scalars(
@@ -94,15 +94,26 @@ class Ports:
         session.add(port)
         requested = body.get("fixed_ips")
         wanted = (
-            self._requested(session, network, requested)
+            self.requested(session, network, requested)
             if requested is not None
-            else self._defaults(network)
+            else self.defaults(network)
         )
-        self._allocate(session, network, port, wanted)
+        self.allocate(session, network, port, wanted)
         return port
 
+    @staticmethod
+    def unique_mac(session: Session, network_id: str) -> str:
+        """A fresh ``fa:16:3e:…`` MAC not used on the network."""
+        while True:
+            mac = new_mac()
+            taken = session.scalars(
+                select(Port.id).where(Port.network_id == network_id, Port.mac_address == mac)
+            ).first()
+            if taken is None:
+                return mac
+
     # -- fixed IPs ------------------------------------------------------------------
-    def _requested(
+    def requested(
         self, session: Session, network: Network, raw: Any
     ) -> list[tuple[Subnet, str | None]]:
         if not isinstance(raw, list):
@@ -157,7 +168,7 @@ class Ports:
         return wanted
 
     @staticmethod
-    def _defaults(network: Network) -> list[tuple[Subnet, str | None]]:
+    def defaults(network: Network) -> list[tuple[Subnet, str | None]]:
         v4 = [s for s in network.subnets if s.ip_version == 4]
         v6 = [s for s in network.subnets if s.ip_version == 6]
         wanted: list[tuple[Subnet, str | None]] = [(s, None) for s in v4[:1]]
@@ -166,7 +177,7 @@ class Ports:
         wanted += [(s, None) for s in stateful[:1]]
         return wanted
 
-    def _allocate(
+    def allocate(
         self,
         session: Session,
         network: Network,
@@ -184,7 +195,7 @@ class Ports:
                 if subnet.ip_version == 6 and subnet.ipv6_address_mode in _AUTO_V6:
                     address = str(ipam.eui64(cidr, port.mac_address))  # type: ignore[arg-type]
                 else:
-                    address = str(self._next_free(session, subnet))
+                    address = str(self.next_free(session, subnet))
             elif session.get(IPAllocation, (subnet.id, address)) is not None or (
                 address == subnet.gateway_ip and port.device_owner != "network:router_interface"
             ):
@@ -199,7 +210,7 @@ class Ports:
         session.flush()  # the primary key refuses an address taken meanwhile
 
     @staticmethod
-    def _next_free(session: Session, subnet: Subnet) -> ipam.IPAddress:
+    def next_free(session: Session, subnet: Subnet) -> ipam.IPAddress:
         pools = [
             ipam.Pool(ipaddress.ip_address(p["start"]), ipaddress.ip_address(p["end"]))
             for p in subnet.allocation_pools
@@ -290,7 +301,7 @@ class Ports:
         if "fixed_ips" in body:
             network = session.get(Network, row.network_id)
             assert network is not None
-            wanted = self._requested(session, network, body["fixed_ips"])
+            wanted = self.requested(session, network, body["fixed_ips"])
             keep = {(a.subnet_id, a.ip_address) for a in row.fixed_ips}
             for allocation in list(row.fixed_ips):
                 if (allocation.subnet_id, allocation.ip_address) not in {
@@ -299,7 +310,7 @@ class Ports:
                     row.fixed_ips.remove(allocation)
             session.flush()
             fresh = [(s, a) for s, a in wanted if (s.id, a) not in keep]
-            self._allocate(session, network, row, fresh)
+            self.allocate(session, network, row, fresh)
         bump(row)
 
     def delete(self, session: Session, ctx: Context, row: Port) -> None:
@@ -308,6 +319,8 @@ class Ports:
                 f"Port {row.id} cannot be deleted directly via the port API: has device owner {row.device_owner}.",
                 type="ServicePortInUse",
             )
+        for fip in session.scalars(select(FloatingIP).where(FloatingIP.port_id == row.id)):
+            fip.port_id = fip.fixed_ip_address = fip.router_id = None  # as Neutron: disassociated
         session.delete(row)
 
     def view(self, row: Port, ctx: Context) -> dict[str, Any]:
