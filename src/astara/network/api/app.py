@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 
 from astara.network.api.auth import Authenticator
 from astara.network.api.extensions import EXTENSIONS
-from astara.network.errors import BadRequest, NeutronError
+from astara.network.errors import BadRequest, NeutronError, NotFound
 from astara.network.query import ListQuery
 from astara.network.service import NetworkService
 
@@ -119,7 +119,7 @@ def create_app(service: NetworkService, auth: Authenticator) -> FastAPI:
         for ext in EXTENSIONS:
             if ext["alias"] == alias:
                 return {"extension": ext}
-        raise NeutronError(f"Extension with alias {alias} does not exist", type="HTTPNotFound")
+        raise NotFound(f"Extension with alias {alias} does not exist", type="HTTPNotFound")
 
     @app.get("/v2.0/{collection}")
     def list_resources(request: Request, collection: str) -> dict[str, Any]:
