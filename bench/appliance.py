@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import httpx
 
 from astara.lab import Lab
 from astara.scenario import wait_for_api
+from bench.figure import Figure
 
 # What a floating-IP change costs, from a per-step profile of one push (see bench/README.md).
 P8B_COST = (
@@ -36,33 +36,6 @@ P8B_COST = (
     "floating maps change by one nfnetlink element batch (decision 0005); conntrack flush of "
     "the removed address. Runs on this 2-core VM vary by +-20 ms."
 )
-
-
-@dataclass
-class Figure:
-    name: str
-    value: float
-    unit: str
-    target: float
-    notes: str = ""
-
-    @property
-    def passed(self) -> bool:
-        return self.value <= self.target
-
-    @property
-    def target_text(self) -> str:
-        return f"<= {self.target:g} {self.unit}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "value": round(self.value, 3),
-            "unit": self.unit,
-            "target": self.target,
-            "passed": self.passed,
-            "notes": self.notes,
-        }
 
 
 def _astara() -> str:

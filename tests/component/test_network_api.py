@@ -247,3 +247,21 @@ def test_versions_root_and_extensions(network_api: NetworkApi) -> None:
         e["alias"] for e in httpx.get(network_api.url + "/v2.0/extensions").json()["extensions"]
     }
     assert {"external-net", "provider", "router", "binding"} <= aliases
+
+
+def test_ports_get_the_default_security_group_unless_told_otherwise(sdk: Connection) -> None:
+    net_id, _ = _network_with_subnet(sdk)
+    default = next(g for g in sdk.network.security_groups() if g.name == "default")
+    assert sdk.network.create_port(network_id=net_id).security_group_ids == [default.id]
+    mine = sdk.network.create_security_group(name="web")
+    assert sdk.network.create_port(
+        network_id=net_id, security_group_ids=[mine.id]
+    ).security_group_ids == [mine.id]
+    assert (
+        sdk.network.create_port(network_id=net_id, device_owner="network:dhcp").security_group_ids
+        == []
+    )
+    with pytest.raises(exceptions.NotFoundException):
+        sdk.network.create_port(
+            network_id=net_id, security_group_ids=["00000000-0000-0000-0000-000000000001"]
+        )

@@ -133,3 +133,16 @@ def test_other_projects_cannot_touch_a_router(sdk: Connection, sdk_as: Any) -> N
     with pytest.raises(exceptions.NotFoundException):
         alice.network.add_interface_to_router(router, subnet_id=sub.id)
     assert [r.name for r in bob.network.routers()] == []
+
+
+def test_an_external_subnet_in_use_by_gateways_or_floating_ips_stays(sdk: Connection) -> None:
+    t = _topology(sdk)
+    fip = sdk.network.create_ip(floating_network_id=t["public"].id)
+    with pytest.raises(exceptions.ConflictException, match="One or more ports"):
+        sdk.network.delete_subnet(t["pub_sub"].id)
+    with pytest.raises(exceptions.ConflictException, match="ports still in use"):
+        sdk.network.delete_network(t["public"].id)
+    sdk.network.delete_ip(fip)
+    sdk.network.update_router(t["router"].id, external_gateway_info={})
+    sdk.network.delete_subnet(t["pub_sub"].id)
+    sdk.network.delete_network(t["public"].id)

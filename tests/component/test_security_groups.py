@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,12 @@ MEMBER = {"X-Project-Id": "proj-a", "X-Roles": "member,reader"}
 
 def _rule_set(rules: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
     return {(r["direction"], r["ethertype"], r["remote_group_id"], r["protocol"]) for r in rules}
+
+
+def _default_id(conn: Connection) -> str:
+    found = conn.network.find_security_group("default")
+    assert found is not None
+    return str(found.id)
 
 
 def _error(answer: httpx.Response, status: int) -> dict[str, str]:
@@ -45,7 +52,7 @@ def test_each_project_gets_one_default_group_with_neutrons_rules(
     }
     assert [g.id for g in alice.network.security_groups()] == [default.id]  # made once
     assert [g.name for g in bob.network.security_groups()] == ["default"]
-    assert bob.network.find_security_group("default").id != default.id
+    assert _default_id(bob) != default.id
     raw = httpx.get(f"{network_api.url}/v2.0/security-groups", headers=MEMBER).json()
     neutron = json.loads(FIXTURE.read_text())["security_groups"][0]
     (group,) = raw["security_groups"]
@@ -247,7 +254,7 @@ def test_other_projects_groups_are_not_found(
         bob.network.create_security_group_rule(security_group_id=group.id, direction="ingress")
     with pytest.raises(exceptions.NotFoundException):
         bob.network.create_security_group_rule(
-            security_group_id=bob.network.find_security_group("default").id,
+            security_group_id=_default_id(bob),
             direction="ingress",
             remote_group_id=group.id,
         )
@@ -281,11 +288,12 @@ def test_default_group_cannot_be_deleted_or_renamed_by_its_project(
 ) -> None:
     alice = sdk_as("proj-a")
     default = alice.network.find_security_group("default")
+    assert default is not None
     with pytest.raises(exceptions.ConflictException, match="Insufficient rights for removing"):
         alice.network.delete_security_group(default)
     with pytest.raises(exceptions.ConflictException, match="Updating default security group"):
-        alice.network.update_security_group(default, name="other")
-    assert alice.network.update_security_group(default, description="d").description == "d"
+        alice.network.update_security_group(default.id, name="other")
+    assert alice.network.update_security_group(default.id, description="d").description == "d"
     sdk.network.delete_security_group(default.id)  # an admin may
     (again,) = list(alice.network.security_groups())  # and it comes back on the next list
     assert again.name == "default" and len(again.security_group_rules) == 4
@@ -305,3 +313,19 @@ def test_a_group_used_by_a_port_cannot_be_deleted(sdk_as: Callable[[str], Connec
     alice.network.delete_port(port)
     alice.network.delete_security_group(group)
     assert len(alice.network.get_security_group(other.id).security_group_rules) == 2
+
+
+async def test_concurrent_first_requests_make_one_default_group(network_api: NetworkApi) -> None:
+    headers = {"X-Project-Id": "proj-busy", "X-Roles": "member,reader"}
+    async with httpx.AsyncClient(base_url=network_api.url, headers=headers, timeout=60) as client:
+        answers = await asyncio.gather(
+            *(client.get("/v2.0/security-groups") for _ in range(20)),
+            *(
+                client.post("/v2.0/security-groups", json={"security_group": {"name": f"g{i}"}})
+                for i in range(10)
+            ),
+        )
+        assert [a.status_code for a in answers] == [200] * 20 + [201] * 10, answers[-1].text
+        listed = (await client.get("/v2.0/security-groups", params={"name": "default"})).json()
+    assert [g["id"] for g in listed["security_groups"]] == [default_group_id("proj-busy")]
+    assert len(listed["security_groups"][0]["security_group_rules"]) == 4

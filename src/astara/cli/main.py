@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from astara import __version__
-from astara.cli import appliance, demo, network_api
+from astara.cli import appliance, demo, network_api, resources, server
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     appliance.register(parts)
     demo.register(parts)
     network_api.register(parts)
+    resources.register(parts)
+    server.register(parts)
     return parser
 
 

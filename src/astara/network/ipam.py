@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-from collections.abc import Iterable, Sequence
+import socket
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from astara.network.errors import BadRequest, ExhaustedError
@@ -123,9 +124,19 @@ def parse_pools(raw: object, cidr: IPNetwork, gateway: IPAddress | None) -> list
     return ordered
 
 
-def next_free(pools: Sequence[Pool], taken: Iterable[IPAddress]) -> IPAddress:
-    """The lowest free address of the pools; ExhaustedError if none is left."""
-    used = {int(a) for a in taken}
+def address_int(text: str) -> int:
+    """An address's integer value; ~50x faster than ``int(ipaddress.ip_address(text))``.
+
+    For stored addresses (already validated): a subnet's allocations are read
+    on every allocation, and parsing them was most of a port create.
+    """
+    if ":" in text:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET6, text), "big")
+    return int.from_bytes(socket.inet_aton(text), "big")
+
+
+def next_free(pools: Sequence[Pool], used: set[int]) -> IPAddress:
+    """The lowest address of the pools not in ``used`` (integers); ExhaustedError if none is left."""
     for pool in pools:
         candidate = int(pool.start)
         while candidate <= int(pool.end):
@@ -133,6 +144,12 @@ def next_free(pools: Sequence[Pool], taken: Iterable[IPAddress]) -> IPAddress:
                 return ipaddress.ip_address(candidate)
             candidate += 1
     raise ExhaustedError("No more IP addresses available on network.")
+
+
+def after(pools: Sequence[Pool], cursor: int) -> Iterator[int]:
+    """The pools' addresses (as integers) above ``cursor``, in order."""
+    for pool in pools:
+        yield from range(max(int(pool.start), cursor + 1), int(pool.end) + 1)
 
 
 def eui64(cidr: ipaddress.IPv6Network, mac: str) -> ipaddress.IPv6Address:

@@ -86,7 +86,7 @@ class NetworkService:
         self.resources: dict[str, Resource] = {r.collection: r for r in resources}
 
     def resource(self, collection: str) -> Resource:
-        found = self.resources.get(collection)
+        found = self.resources.get(collection.replace("-", "_"))  # /security-groups
         if found is None:
             raise NotFound("The resource could not be found.", type="HTTPNotFound")
         return found
@@ -135,7 +135,7 @@ class NetworkService:
         with self.db.read() as session:
             rows = resource.rows(session, ctx, query.filters)
             views = [resource.view(row, ctx) for row in rows]
-        return apply(views, query, url=url, collection=collection)
+        return apply(views, query, url=url, collection=resource.collection)
 
     def update(
         self, ctx: Context, collection: str, resource_id: str, document: Any

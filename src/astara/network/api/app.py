@@ -36,6 +36,11 @@ def neutron_error(status: int, type_: str, message: str, detail: str = "") -> JS
     )
 
 
+def _json(body: dict[str, Any], status: int = 200) -> Response:
+    """A JSON answer, serialised once: FastAPI's encoder would walk every value again."""
+    return Response(json.dumps(body), status_code=status, media_type="application/json")
+
+
 def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
@@ -122,26 +127,28 @@ def create_app(service: NetworkService, auth: Authenticator) -> FastAPI:
         raise NotFound(f"Extension with alias {alias} does not exist", type="HTTPNotFound")
 
     @app.get("/v2.0/{collection}")
-    def list_resources(request: Request, collection: str) -> dict[str, Any]:
+    def list_resources(request: Request, collection: str) -> Response:
         ctx = auth.context(request)
         query = ListQuery.parse(request.query_params.multi_items())
-        return service.list(ctx, collection, query, url=f"{_base(request)}/v2.0/{collection}")
+        return _json(
+            service.list(ctx, collection, query, url=f"{_base(request)}/v2.0/{collection}")
+        )
 
     @app.get("/v2.0/{collection}/{resource_id}")
-    def show_resource(request: Request, collection: str, resource_id: str) -> dict[str, Any]:
+    def show_resource(request: Request, collection: str, resource_id: str) -> Response:
         ctx = auth.context(request)
         view = service.show(ctx, collection, resource_id)
         fields = [f for f in request.query_params.getlist("fields") if f]
         if fields:
             view = {k: v for k, v in view.items() if k in fields}
-        return {service.resource(collection).name: view}
+        return _json({service.resource(collection).name: view})
 
     @app.post("/v2.0/{collection}", status_code=201)
-    async def create_resource(request: Request, collection: str) -> dict[str, Any]:
+    async def create_resource(request: Request, collection: str) -> Response:
         ctx = auth.context(request)
         document = await _document(request)
         name = service.resource(collection).name
-        plural = collection
+        plural = service.resource(collection).collection
         if isinstance(document, dict) and plural in document and name not in document:
             items = document[plural]
             if not isinstance(items, list):
@@ -150,17 +157,17 @@ def create_app(service: NetworkService, auth: Authenticator) -> FastAPI:
                 await run_in_threadpool(service.create, ctx, collection, {name: item})
                 for item in items
             ]
-            return {plural: made}
-        return {name: await run_in_threadpool(service.create, ctx, collection, document)}
+            return _json({plural: made}, 201)
+        return _json(
+            {name: await run_in_threadpool(service.create, ctx, collection, document)}, 201
+        )
 
     @app.put("/v2.0/{collection}/{resource_id}")
-    async def update_resource(
-        request: Request, collection: str, resource_id: str
-    ) -> dict[str, Any]:
+    async def update_resource(request: Request, collection: str, resource_id: str) -> Response:
         ctx = auth.context(request)
         document = await _document(request)
         view = await run_in_threadpool(service.update, ctx, collection, resource_id, document)
-        return {service.resource(collection).name: view}
+        return _json({service.resource(collection).name: view})
 
     @app.put("/v2.0/routers/{router_id}/add_router_interface")
     async def add_router_interface(request: Request, router_id: str) -> dict[str, Any]:

@@ -23,8 +23,9 @@ from astara.network.store import apply_standard, bump, new_id, owner, standard_v
 from astara.settings import NetworkSettings
 
 VXLAN_OVERHEAD = 50
-#: ports the network service itself owns on a network: they do not keep it "in use"
-SERVICE_OWNERS = ("network:dhcp", "network:router_gateway", "network:floatingip")
+#: ports removed with their network or subnet (Neutron's auto-delete owners); any other
+#: port -- a VM's, a router's interface or gateway, a floating IP's -- keeps it in use
+SERVICE_OWNERS = ("network:dhcp",)
 
 
 class Networks:

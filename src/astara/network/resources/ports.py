@@ -11,6 +11,7 @@ IntegrityError that the service retries.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -30,12 +31,14 @@ from astara.network.attributes import (
     string,
 )
 from astara.network.context import Context
-from astara.network.db.models import FloatingIP, IPAllocation, Network, Port, Subnet
+from astara.network.db.models import FloatingIP, IPAllocation, Network, Port, SecurityGroup, Subnet
 from astara.network.errors import BadRequest, Conflict, ExhaustedError, NotFound
+from astara.network.resources.security_groups import ensure_default_group
 from astara.network.store import apply_standard, bump, new_id, owner, standard_view, visible_network
 
 ROUTER_OWNERS = ("network:router_interface", "network:router_gateway", "network:floatingip")
 _AUTO_V6 = ("slaac", "dhcpv6-stateless")
+_PROBES = 8  # addresses tried after the cursor before reading the whole subnet
 
 
 def new_mac() -> str:
@@ -43,6 +46,8 @@ def new_mac() -> str:
 
 
 class Ports:
+    """See the module docstring. ``_cursors``: per subnet, the last address handed out (a hint)."""
+
     name = "port"
     collection = "ports"
     attributes = (
@@ -61,6 +66,9 @@ class Ports:
         Attr("port_security_enabled", boolean("port_security_enabled")),
         Attr("extra_dhcp_opts", list_of("extra_dhcp_opts", anything("extra_dhcp_opts"))),
     )
+
+    def __init__(self) -> None:
+        self._cursors: dict[str, int] = {}
 
     def create(self, session: Session, ctx: Context, body: dict[str, Any]) -> Port:
         network = visible_network(session, ctx, body["network_id"])
@@ -86,11 +94,12 @@ class Ports:
             device_id=body.get("device_id", ""),
             device_owner=body.get("device_owner", ""),
             host_id=body.get("binding:host_id", ""),
-            security_groups=body.get("security_groups", []),
+            security_groups=[],
             allowed_address_pairs=self._pairs(body.get("allowed_address_pairs", [])),
             port_security_enabled=body.get("port_security_enabled", network.port_security_enabled),
         )
         apply_standard(port, body)
+        port.security_groups = self._groups(session, ctx, port, body.get("security_groups"))
         session.add(port)
         requested = body.get("fixed_ips")
         wanted = (
@@ -102,15 +111,30 @@ class Ports:
         return port
 
     @staticmethod
+    def _groups(session: Session, ctx: Context, port: Port, asked: list[str] | None) -> list[str]:
+        """The port's security groups: those asked for (each must exist and be visible),
+        else the project's default group -- for ports with port security that the
+        service does not own (Neutron's rule)."""
+        if asked is None:
+            if not port.port_security_enabled or port.device_owner.startswith("network:"):
+                return []
+            return [ensure_default_group(session, port.project_id)]
+        for group_id in asked:
+            group = session.get(SecurityGroup, group_id)
+            if group is None or not (ctx.owns(group.project_id) or group.shared):
+                raise NotFound.of("security_group", group_id)
+        if asked and not port.port_security_enabled:
+            raise Conflict(
+                f"Port {port.id} has no port security: security groups cannot be applied.",
+                type="PortSecurityAndIPRequiredForSecurityGroups",
+            )
+        return list(dict.fromkeys(asked))
+
+    @staticmethod
     def unique_mac(session: Session, network_id: str) -> str:
-        """A fresh ``fa:16:3e:…`` MAC not used on the network."""
-        while True:
-            mac = new_mac()
-            taken = session.scalars(
-                select(Port.id).where(Port.network_id == network_id, Port.mac_address == mac)
-            ).first()
-            if taken is None:
-                return mac
+        """A fresh ``fa:16:3e:…`` MAC; not looked up: a clash (one in 16 million per pair)
+        fails the (network, MAC) unique constraint and the service retries the request."""
+        return new_mac()
 
     # -- fixed IPs ------------------------------------------------------------------
     def requested(
@@ -186,8 +210,9 @@ class Ports:
     ) -> None:
         # concurrent allocations on a subnet queue on its row (PostgreSQL; SQLite has
         # one writer anyway): otherwise they all pick the same lowest free address
-        for subnet_id in sorted({s.id for s, _ in wanted}):
-            session.execute(select(Subnet.id).where(Subnet.id == subnet_id).with_for_update())
+        if session.get_bind().dialect.name != "sqlite":
+            for subnet_id in sorted({s.id for s, _ in wanted}):
+                session.execute(select(Subnet.id).where(Subnet.id == subnet_id).with_for_update())
         for position, (subnet, asked) in enumerate(wanted):
             address = asked
             cidr = ipaddress.ip_network(subnet.cidr)
@@ -209,24 +234,39 @@ class Ports:
             port.fixed_ips.append(allocation)
         session.flush()  # the primary key refuses an address taken meanwhile
 
-    @staticmethod
-    def next_free(session: Session, subnet: Subnet) -> ipam.IPAddress:
+    def next_free(self, session: Session, subnet: Subnet) -> ipam.IPAddress:
+        """A free address of the subnet's pools (the caller holds the subnet's row lock).
+
+        Addresses go out in order: a probe of the few addresses after the last
+        one handed out (primary-key lookups, cheap) finds one at once; without a
+        cursor (a new process) or when the probe keeps hitting taken addresses,
+        one read of the subnet's allocations finds the lowest free one.
+        """
         pools = [
             ipam.Pool(ipaddress.ip_address(p["start"]), ipaddress.ip_address(p["end"]))
             for p in subnet.allocation_pools
         ]
-        taken = [
-            ipaddress.ip_address(a)
+        cursor = self._cursors.get(subnet.id)
+        if cursor is not None:
+            for candidate in itertools.islice(ipam.after(pools, cursor), _PROBES):
+                address = ipaddress.ip_address(candidate)
+                if session.get(IPAllocation, (subnet.id, str(address))) is None:
+                    self._cursors[subnet.id] = candidate
+                    return address
+        taken = {
+            ipam.address_int(a)
             for a in session.scalars(
                 select(IPAllocation.ip_address).where(IPAllocation.subnet_id == subnet.id)
             )
-        ]
+        }
         try:
-            return ipam.next_free(pools, taken)
+            found = ipam.next_free(pools, taken)
         except ExhaustedError:
             raise ExhaustedError(
                 f"No more IP addresses available on network {subnet.network_id}."
             ) from None
+        self._cursors[subnet.id] = int(found)
+        return found
 
     @staticmethod
     def _pairs(raw: Any) -> list[dict[str, str]]:
@@ -281,12 +321,14 @@ class Ports:
 
     def update(self, session: Session, ctx: Context, row: Port, body: dict[str, Any]) -> None:
         apply_standard(row, body)
+        if "security_groups" in body:
+            row.security_groups = self._groups(session, ctx, row, body["security_groups"])
+            body = {k: v for k, v in body.items() if k != "security_groups"}
         simple = {
             "admin_state_up": "admin_state_up",
             "device_id": "device_id",
             "device_owner": "device_owner",
             "binding:host_id": "host_id",
-            "security_groups": "security_groups",
             "port_security_enabled": "port_security_enabled",
         }
         for key, column in simple.items():

@@ -326,8 +326,9 @@ class SecurityGroups:
             )
         )
         for rule in list(naming):
-            rule.group.rules.remove(rule)
-            bump(rule.group)
+            group = rule.group
+            group.rules.remove(rule)
+            bump(group)
         session.delete(row)
 
     def view(self, row: SecurityGroup, ctx: Context) -> dict[str, Any]:
@@ -502,26 +503,26 @@ def _key(rule: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _existing_key(rule: SecurityGroupRule) -> tuple[Any, ...]:
-    return _key({key: getattr(rule, key) for key in (*_RULE_FIELDS, "direction", "ethertype")})
+    return _key({key: getattr(rule, key) for key in (*_OPTIONAL, "direction", "ethertype")})
+
+
+def _rule_missing(rule_id: str) -> NotFound:
+    return NotFound(
+        f"Security group rule {rule_id} does not exist", type="SecurityGroupRuleNotFound"
+    )
 
 
 # -- rules ----------------------------------------------------------------------------
 
 
-_RULE_FIELDS = (
-    "protocol",
-    "port_range_min",
-    "port_range_max",
-    "remote_ip_prefix",
-    "remote_group_id",
-)
-_OPTIONAL: Sequence[tuple[str, Converter]] = (
-    ("protocol", _protocol),
-    ("port_range_min", _port),
-    ("port_range_max", _port),
-    ("remote_ip_prefix", _prefix),
-    ("remote_group_id", string("remote_group_id", 36)),
-)
+#: what a rule may leave out (none: any protocol, any port, any remote)
+_OPTIONAL: dict[str, Converter] = {
+    "protocol": _protocol,
+    "port_range_min": _port,
+    "port_range_max": _port,
+    "remote_ip_prefix": _prefix,
+    "remote_group_id": string("remote_group_id", 36),
+}
 
 
 class SecurityGroupRules:
@@ -531,7 +532,7 @@ class SecurityGroupRules:
         Attr("security_group_id", string("security_group_id", 36), put=False, required=True),
         Attr("direction", one_of("direction", "ingress", "egress"), put=False, required=True),
         Attr("ethertype", _ethertype, put=False),
-        *(Attr(key, convert, put=False, nullable=True) for key, convert in _OPTIONAL),
+        *(Attr(key, convert, put=False, nullable=True) for key, convert in _OPTIONAL.items()),
         Attr("remote_address_group_id", _no_address_group, put=False, nullable=True),
         Attr("description", string("description")),
         Attr("tenant_id", string("tenant_id"), put=False),
@@ -540,7 +541,7 @@ class SecurityGroupRules:
 
     def create(self, session: Session, ctx: Context, body: dict[str, Any]) -> SecurityGroupRule:
         owner(ctx, body)  # refuses another project's id from a non-admin
-        rule = {key: body.get(key) for key, _ in _OPTIONAL}
+        rule = {key: body.get(key) for key in _OPTIONAL}
         rule.update(direction=body["direction"], ethertype=body.get("ethertype", "IPv4"))
         _canonical(rule)
         _check_ports(rule)
@@ -573,10 +574,7 @@ class SecurityGroupRules:
     def load(self, session: Session, ctx: Context, resource_id: str) -> SecurityGroupRule:
         rule = session.get(SecurityGroupRule, resource_id)
         if rule is None or not (ctx.owns(rule.project_id) or rule.group.shared):
-            raise NotFound(
-                f"Security group rule {resource_id} does not exist",
-                type="SecurityGroupRuleNotFound",
-            )
+            raise _rule_missing(resource_id)
         return rule
 
     def rows(
@@ -604,18 +602,14 @@ class SecurityGroupRules:
         self, session: Session, ctx: Context, row: SecurityGroupRule, body: dict[str, Any]
     ) -> None:
         if not ctx.owns(row.project_id):
-            raise NotFound(
-                f"Security group rule {row.id} does not exist", type="SecurityGroupRuleNotFound"
-            )
+            raise _rule_missing(row.id)
         if "description" in body:  # the only attribute a rule's PUT takes
             row.description = body["description"]
         bump(row)
 
     def delete(self, session: Session, ctx: Context, row: SecurityGroupRule) -> None:
         if not ctx.owns(row.project_id):
-            raise NotFound(
-                f"Security group rule {row.id} does not exist", type="SecurityGroupRuleNotFound"
-            )
+            raise _rule_missing(row.id)
         group = row.group
         group.rules.remove(row)
         bump(group)
