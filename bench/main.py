@@ -15,7 +15,9 @@ import socket
 import sys
 from pathlib import Path
 
-from bench.appliance import Figure, run_appliance_benchmarks
+from bench.appliance import run_appliance_benchmarks
+from bench.figure import Figure
+from bench.network import run_network_benchmarks
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -68,14 +70,24 @@ def main() -> int:
     parser.add_argument(
         "--repeat", type=int, default=20, help="repetitions of the incremental apply"
     )
+    parser.add_argument(
+        "--only",
+        choices=["appliance", "network"],
+        help="run one group of figures (default: all); the results file holds what ran",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench: run as root (network namespaces)", file=sys.stderr)
         return 1
-    figures = run_appliance_benchmarks(appliances=args.appliances, repeat=args.repeat)
+    figures: list[Figure] = []
+    if args.only in (None, "appliance"):
+        figures += run_appliance_benchmarks(appliances=args.appliances, repeat=args.repeat)
+    if args.only in (None, "network"):
+        figures += run_network_benchmarks()
     machine = _machine()
     now = datetime.datetime.now(datetime.UTC)
-    stem = f"{now:%Y-%m-%d}-{machine['host']}"
+    # a partial run gets its own file, so it never replaces a full run's figures
+    stem = f"{now:%Y-%m-%d}-{machine['host']}" + (f"-{args.only}" if args.only else "")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stem}.md").write_text(
         _markdown(figures, machine, now.isoformat(timespec="seconds"))

@@ -111,7 +111,9 @@ def ensure_default_group(session: Session, project_id: str) -> str:
     service retries the transaction, which then finds the group.
     """
     group_id = default_group_id(project_id)
-    if session.get(SecurityGroup, group_id) is not None:
+    # an id lookup, not session.get: that would load the group's rules too (each port create)
+    found = session.scalars(select(SecurityGroup.id).where(SecurityGroup.id == group_id)).first()
+    if found is not None:
         return group_id
     group = SecurityGroup(
         id=group_id,
