@@ -265,3 +265,21 @@ def test_ports_get_the_default_security_group_unless_told_otherwise(sdk: Connect
         sdk.network.create_port(
             network_id=net_id, security_group_ids=["00000000-0000-0000-0000-000000000001"]
         )
+
+
+def test_tags_on_create_and_through_the_tag_api(network_api: NetworkApi, sdk: Connection) -> None:
+    net = sdk.network.create_network(name="tagged", tags=["blue"])
+    assert net.tags == ["blue"]
+    sdk.network.set_tags(net, ["red", "green"])
+    assert sorted(sdk.network.get_network(net.id).tags) == ["green", "red"]
+    url = f"{network_api.url}/v2.0/networks/{net.id}/tags"
+    assert httpx.put(f"{url}/yellow").status_code == 201
+    assert httpx.get(f"{url}/yellow").status_code == 204
+    assert httpx.delete(f"{url}/yellow").status_code == 204
+    assert httpx.get(f"{url}/yellow").status_code == 404
+    assert httpx.delete(f"{url}/missing").json()["NeutronError"]["type"] == "TagNotFound"
+    assert [n.name for n in sdk.network.networks(tags="red")] == ["tagged"]
+    assert [n.name for n in sdk.network.networks(not_tags="red")] == []
+    assert httpx.put(url, json={"tags": ["a,b"]}).status_code == 400
+    assert httpx.delete(url).status_code == 204
+    assert httpx.get(url).json() == {"tags": []}

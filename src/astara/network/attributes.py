@@ -180,9 +180,26 @@ def dict_with(name: str, keys: set[str], required: set[str]) -> Converter:
     return convert
 
 
+def tag_list(name: str) -> Converter:
+    """Neutron's tags: strings of 1-255 characters without a comma or slash, deduplicated."""
+    one = string(name, 255)
+
+    def convert(value: Any) -> list[str]:
+        if not isinstance(value, list):
+            raise invalid(name, value, f"'{value}' is not a list")
+        tags = [one(v) for v in value]
+        for tag in tags:
+            if not tag or "," in tag or "/" in tag:
+                raise invalid(name, value, f"'{tag}' is not a valid tag")
+        return list(dict.fromkeys(tags))
+
+    return convert
+
+
 STANDARD = (
     Attr("name", string("name")),
     Attr("description", string("description")),
     Attr("tenant_id", string("tenant_id"), put=False),
     Attr("project_id", string("project_id"), put=False),
+    Attr("tags", tag_list("tags"), put=False),  # tag-creation; later changes use /tags
 )

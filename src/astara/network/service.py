@@ -11,6 +11,7 @@ after the commit, with the payloads Neutron sends.
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -30,11 +31,13 @@ from astara.network.resources.ports import Ports
 from astara.network.resources.routers import Routers
 from astara.network.resources.security_groups import SecurityGroupRules, SecurityGroups
 from astara.network.resources.subnets import Subnets
+from astara.network.store import bump
 from astara.settings import NetworkSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRIES = 10
+TagChange = tuple[str, Any]
 
 
 class Events(Protocol):
@@ -176,6 +179,41 @@ class NetworkService:
             f"{resource.name}.delete.end",
             {f"{resource.name}_id": resource_id, resource.name: _last_state(resource.name, last)},
         )
+
+    def tags(
+        self, ctx: Context, collection: str, resource_id: str, *, change: TagChange | None = None
+    ) -> builtins.list[str]:
+        """A resource's tags (``/<rs>/<id>/tags``), after ``change`` if one is given.
+
+        ``change`` is ("add", tag), ("remove", tag) or ("replace", [tags]);
+        removing an absent tag is NotFound. A change is a new revision.
+        """
+        resource = self.resource(collection)
+        if change is None:
+            with self.db.read() as session:
+                return list(resource.load(session, ctx, resource_id).tags)
+
+        def work(session: Session) -> builtins.list[str]:
+            row = resource.load(session, ctx, resource_id)
+            tags = list(row.tags)
+            verb, value = change
+            if verb == "add":
+                tags = list(dict.fromkeys([*tags, *attributes.tag_list("tags")([value])]))
+            elif verb == "remove":
+                if value not in tags:
+                    raise NotFound(
+                        f"Tag {value} could not be found for {resource.name} {resource_id}.",
+                        type="TagNotFound",
+                    )
+                tags.remove(value)
+            else:
+                tags = attributes.tag_list("tags")(value)
+            if tags != list(row.tags):
+                row.tags = tags
+                bump(row)
+            return tags
+
+        return self._write(work)
 
     def router_interface(
         self, ctx: Context, router_id: str, *, add: bool, document: Any

@@ -42,7 +42,7 @@ def standard_view(row: Any) -> dict[str, Any]:
 
 
 def apply_standard(row: Any, body: dict[str, Any]) -> None:
-    for key in ("name", "description"):
+    for key in ("name", "description", "tags"):
         if key in body:
             setattr(row, key, body[key])
 

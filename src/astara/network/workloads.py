@@ -44,7 +44,7 @@ import shutil
 import signal
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -191,7 +191,7 @@ class ServerState:
     gateways: tuple[str, ...] = ()
     dns: tuple[str, ...] = ()
     client_pid: int | None = None
-    lease: Mapping[str, str] | None = field(default=None)
+    lease: Mapping[str, str] | None = None
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -378,9 +378,11 @@ class Workloads:
         for entry in entries:
             if not _NAME.match(entry.name) or len(entry.name) > MAX_NAME:
                 continue
-            with contextlib.suppress(WorkloadError):
+            try:
                 if self.record(entry.name) is not None:
                     found.append(entry.name)
+            except WorkloadError as exc:
+                log.warning("skipping %s: %s", entry, exc)
         return found
 
     # -- create ------------------------------------------------------------------------
@@ -419,8 +421,8 @@ class Workloads:
             dns=tuple(str(d) for d in fixed.dns) if fixed else (),
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        self._write(server)
         try:
+            self._write(server)
             await self.fabric.ensure_network(spec.network)
             await self._namespace(ns, server.dns)
             await self.fabric.plug(
@@ -475,6 +477,8 @@ class Workloads:
 
     async def _start_client(self, server: Server, directory: Path) -> int:
         """Start udhcpc in the server's namespace, in a session of its own; its pid."""
+        if shutil.which("udhcpc", path=_ENV["PATH"]) is None:
+            raise WorkloadError("udhcpc is not installed (Debian package udhcpc; see setup.sh)")
         pid_file = directory / "udhcpc.pid"
         script = directory / "udhcpc.script"
         script.write_text(_hook(NETNS_ETC / server.netns / "resolv.conf", directory / "lease"))
@@ -513,11 +517,12 @@ class Workloads:
         directory = self.directory_of(name)
         while True:
             state = await self.get(name)
-            leased = state.server.mode is Mode.FIXED or (directory / "lease").exists()
-            v4 = [a for a in state.addresses if ipaddress.ip_interface(a).version == 4]
-            if leased and (v4 or state.server.mode is Mode.FIXED):
+            if state.server.mode is Mode.FIXED:
                 return state.addresses
-            if state.server.mode is Mode.DHCP and state.client_pid is None:
+            v4 = [a for a in state.addresses if ipaddress.ip_interface(a).version == 4]
+            if v4 and (directory / "lease").exists():
+                return state.addresses
+            if state.client_pid is None:
                 raise WorkloadError(
                     f"the DHCP client of server {name!r} is not running:"
                     f" {self._tail(directory / 'udhcpc.log')}"

@@ -10,7 +10,6 @@ pool, where the (synchronous) database work belongs.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -21,13 +20,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from astara.network.api.auth import Authenticator
+from astara.network.api.body import json_document, json_response
 from astara.network.api.extensions import EXTENSIONS
+from astara.network.api.tags import add_tag_routes
 from astara.network.errors import BadRequest, NeutronError, NotFound
 from astara.network.query import ListQuery
 from astara.network.service import NetworkService
 
 log = logging.getLogger(__name__)
-MAX_BODY = 1024 * 1024
 
 
 def neutron_error(status: int, type_: str, message: str, detail: str = "") -> JSONResponse:
@@ -36,27 +36,8 @@ def neutron_error(status: int, type_: str, message: str, detail: str = "") -> JS
     )
 
 
-def _json(body: dict[str, Any], status: int = 200) -> Response:
-    """A JSON answer, serialised once: FastAPI's encoder would walk every value again."""
-    return Response(json.dumps(body), status_code=status, media_type="application/json")
-
-
 def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/")
-
-
-async def _document(request: Request) -> Any:
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise BadRequest(
-            f"Request body is larger than {MAX_BODY} bytes.", type="RequestEntityTooLarge"
-        )
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest(
-            "Malformed request body: the body is not valid JSON.", type="MalformedRequestBody"
-        ) from None
 
 
 def create_app(service: NetworkService, auth: Authenticator) -> FastAPI:
@@ -130,7 +111,7 @@ def create_app(service: NetworkService, auth: Authenticator) -> FastAPI:
     def list_resources(request: Request, collection: str) -> Response:
         ctx = auth.context(request)
         query = ListQuery.parse(request.query_params.multi_items())
-        return _json(
+        return json_response(
             service.list(ctx, collection, query, url=f"{_base(request)}/v2.0/{collection}")
         )
 
@@ -141,12 +122,12 @@ def create_app(service: NetworkService, auth: Authenticator) -> FastAPI:
         fields = [f for f in request.query_params.getlist("fields") if f]
         if fields:
             view = {k: v for k, v in view.items() if k in fields}
-        return _json({service.resource(collection).name: view})
+        return json_response({service.resource(collection).name: view})
 
     @app.post("/v2.0/{collection}", status_code=201)
     async def create_resource(request: Request, collection: str) -> Response:
         ctx = auth.context(request)
-        document = await _document(request)
+        document = await json_document(request)
         name = service.resource(collection).name
         plural = service.resource(collection).collection
         if isinstance(document, dict) and plural in document and name not in document:
@@ -157,22 +138,22 @@ def create_app(service: NetworkService, auth: Authenticator) -> FastAPI:
                 await run_in_threadpool(service.create, ctx, collection, {name: item})
                 for item in items
             ]
-            return _json({plural: made}, 201)
-        return _json(
+            return json_response({plural: made}, 201)
+        return json_response(
             {name: await run_in_threadpool(service.create, ctx, collection, document)}, 201
         )
 
     @app.put("/v2.0/{collection}/{resource_id}")
     async def update_resource(request: Request, collection: str, resource_id: str) -> Response:
         ctx = auth.context(request)
-        document = await _document(request)
+        document = await json_document(request)
         view = await run_in_threadpool(service.update, ctx, collection, resource_id, document)
-        return _json({service.resource(collection).name: view})
+        return json_response({service.resource(collection).name: view})
 
     @app.put("/v2.0/routers/{router_id}/add_router_interface")
     async def add_router_interface(request: Request, router_id: str) -> dict[str, Any]:
         ctx = auth.context(request)
-        document = await _document(request)
+        document = await json_document(request)
         return await run_in_threadpool(
             lambda: service.router_interface(ctx, router_id, add=True, document=document)
         )
@@ -180,10 +161,12 @@ def create_app(service: NetworkService, auth: Authenticator) -> FastAPI:
     @app.put("/v2.0/routers/{router_id}/remove_router_interface")
     async def remove_router_interface(request: Request, router_id: str) -> dict[str, Any]:
         ctx = auth.context(request)
-        document = await _document(request)
+        document = await json_document(request)
         return await run_in_threadpool(
             lambda: service.router_interface(ctx, router_id, add=False, document=document)
         )
+
+    add_tag_routes(app, service, auth)
 
     @app.delete("/v2.0/{collection}/{resource_id}", status_code=204)
     def delete_resource(request: Request, collection: str, resource_id: str) -> Response:
