@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -44,6 +45,9 @@ def build_app(
         loop = asyncio.get_running_loop()
         app.state.loop = loop
         service.events = LoopEvents(notifier, loop)
+        # what is alive now lives as long as the process: keep the collector from
+        # walking it again in every full collection (a 40 ms pause on one request)
+        gc.freeze()
         yield
 
     app.router.lifespan_context = lifespan
