@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import ipaddress
 import logging
+import socket
 import subprocess
 import sys
 import uuid
@@ -194,6 +195,7 @@ def _create(args: argparse.Namespace) -> Output:
             "name": name,
             "device_owner": DEVICE_OWNER,
             "device_id": server_id,
+            "binding:host_id": socket.gethostname(),
         }
         if fixed_ips:
             body["fixed_ips"] = [{"ip_address": address} for address in fixed_ips]
