@@ -5,13 +5,14 @@
 - list of 1,000 ports with a filter (``device_id``, one match) [<= 100 ms, median].
 
 A real ``astara network-api`` process per database (SQLite, the embedded
-default; PostgreSQL when it answers at 127.0.0.1:5432), driven over HTTP by
-httpx from this process, as any client would.
+default; PostgreSQL when it answers at 127.0.0.1:5432), driven over HTTP from
+this process: httpx one request at a time, ``loadgen`` (raw keep-alive
+sockets) for the concurrent figure, since httpx's async client was the
+bottleneck there.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
 import socket
@@ -25,15 +26,19 @@ from pathlib import Path
 
 import httpx
 
+from bench import loadgen
 from bench.figure import Figure
 
 # What limits the concurrent figure, from profiles of the service (see bench/README.md).
 C20_LIMIT = (
-    "Limit: throughput, not waiting: one create costs ~6.5 ms of Python in the service (SQLAlchemy "
-    "ORM, 7 statements) + ~1-2 ms of HTTP, all on one core (the GIL; SQLite takes one writer), so "
-    "20 in flight queue for ~20 x 8 ms. Two uvicorn workers on PostgreSQL gave p50 253 ms, p99 "
-    "563 ms (2 cores). Fix: the create path in SQLAlchemy Core with fewer statements, or IPAM "
-    "allocation outside the ORM; multiple workers once the bus is AMQP."
+    "Limit: throughput, not waiting. The server handles ~125 creates/s on SQLite: each costs "
+    "~6 ms of Python in the service (SQLAlchemy ORM: network and subnets, default security "
+    "group, port, address probe and insert, commit) + ~1 ms of HTTP (a trivial endpoint serves "
+    "~1,250 requests/s here), on one core (the GIL; SQLite takes one writer), so 20 in flight "
+    "queue for ~20 x 8 ms. PostgreSQL adds a round trip per statement. A prototype of the "
+    "create path in SQLAlchemy Core took 2.3 ms instead of 5.3: not enough alone for the ~4 ms "
+    "per request a 100 ms p99 needs. Fix: Core for the create path plus several worker "
+    "processes (PostgreSQL, once the bus is AMQP)."
 )
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 SEQUENTIAL = 300
@@ -102,24 +107,23 @@ def _postgres() -> Iterator[str | None]:
         admin.dispose()
 
 
-async def _concurrent(url: str, network_id: str) -> list[float]:
-    gate = asyncio.Semaphore(CLIENTS)
-    samples: list[float] = []
-    async with httpx.AsyncClient(
-        base_url=url, timeout=60, limits=httpx.Limits(max_connections=CLIENTS)
-    ) as client:
-
-        async def one(i: int) -> None:
-            async with gate:
-                start = time.perf_counter()
-                answer = await client.post(
-                    "/v2.0/ports", json={"port": {"network_id": network_id, "device_id": f"c-{i}"}}
-                )
-                samples.append((time.perf_counter() - start) * 1000)
-                answer.raise_for_status()
-
-        await asyncio.gather(*(one(i) for i in range(CONCURRENT)))
-    return samples
+def _concurrent(url: str, network_id: str) -> list[float]:
+    port = int(url.rsplit(":", 1)[1])
+    result = loadgen.run(
+        port,
+        method="POST",
+        path="/v2.0/ports",
+        body=lambda i: {"port": {"network_id": network_id, "device_id": f"c-{i}"}},
+        total=CONCURRENT,
+        connections=CLIENTS,
+    )
+    refused = [s for s in result.statuses if s != 201]
+    if refused:
+        raise RuntimeError(f"{len(refused)} creates failed: statuses {sorted(set(refused))}")
+    addresses = {b["port"]["fixed_ips"][0]["ip_address"] for b in result.bodies}
+    if len(addresses) != CONCURRENT:
+        raise RuntimeError("concurrent creates got duplicate addresses")
+    return result.latencies_ms
 
 
 def _measure(url: str, label: str) -> list[Figure]:
@@ -140,7 +144,7 @@ def _measure(url: str, label: str) -> list[Figure]:
                 "/v2.0/ports", json={"port": {"network_id": net["id"], "device_id": f"s-{i}"}}
             ).raise_for_status()
             sequential.append((time.perf_counter() - start) * 1000)
-        concurrent = asyncio.run(_concurrent(url, net["id"]))
+        concurrent = _concurrent(url, net["id"])
         total = 10 + SEQUENTIAL + CONCURRENT
         for i in range(PORTS - total):
             client.post(
