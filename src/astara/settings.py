@@ -5,7 +5,7 @@ Every field has a documented default; the CLI maps flags onto these.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_STATE_DIR = Path("/run/astara/appliance")
@@ -58,3 +58,19 @@ class NetworkSettings:
     host_name: str = "astara"
     #: where notifications go: ``embedded://`` (in-process), later ``amqp://…``
     bus_url: str = "embedded://"
+    #: who the caller is: ``noauth`` (headers, the embedded default) or ``keystone`` (tokens)
+    auth_strategy: str = "noauth"
+    #: keystone: the Identity endpoint, ``http://keystone:5000`` (``/v3`` may be given or not)
+    keystone_url: str = ""
+    #: keystone: the service user that validates callers' tokens, and its project
+    keystone_username: str = "neutron"
+    keystone_password: str = field(default="", repr=False)
+    keystone_user_domain: str = "Default"
+    keystone_project: str = "service"
+    keystone_project_domain: str = "Default"
+    #: keystone: seconds a validated token is trusted before asking again (never past its expiry)
+    keystone_token_cache_ttl: float = 300.0
+    #: keystone: validated tokens kept at most (least recently used leave first)
+    keystone_token_cache_size: int = 10_000
+    #: keystone: seconds to wait for Keystone before answering 503
+    keystone_timeout: float = 10.0

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import Any
 
 from astara.network import segments
 from astara.network.server import serve
 from astara.settings import DEFAULT_NETWORK_DB, NetworkSettings
+
+PASSWORD_ENV = "ASTARA_KEYSTONE_PASSWORD"  # noqa: S105 -- the variable's name
 
 
 def register(parts: Any) -> None:
@@ -39,7 +43,47 @@ def register(parts: Any) -> None:
     cmd.add_argument(
         "--tenant-network-type", default="vxlan", choices=["vxlan", "vlan", "flat", "local"]
     )
+    keystone = cmd.add_argument_group(
+        "authentication", "noauth: identity from X-Project-Id/X-Roles; keystone: X-Auth-Token"
+    )
+    keystone.add_argument("--auth-strategy", default="noauth", choices=["noauth", "keystone"])
+    keystone.add_argument(
+        "--keystone-url", default="", metavar="URL", help="keystone: http://keystone:5000"
+    )
+    keystone.add_argument(
+        "--keystone-username", default="neutron", help="keystone: the service user (neutron)"
+    )
+    keystone.add_argument(
+        "--keystone-password-file",
+        type=Path,
+        metavar="PATH",
+        help=f"keystone: file holding the service user's password (else ${PASSWORD_ENV})",
+    )
+    keystone.add_argument(
+        "--keystone-project", default="service", help="keystone: the service user's project"
+    )
+    keystone.add_argument("--keystone-user-domain", default="Default")
+    keystone.add_argument("--keystone-project-domain", default="Default")
+    keystone.add_argument(
+        "--token-cache-ttl",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="keystone: trust a validated token this long (default 300, never past its expiry)",
+    )
     cmd.set_defaults(handler=run)
+
+
+def _keystone_password(args: argparse.Namespace) -> str:
+    """From ``--keystone-password-file`` or the environment: never from the command line."""
+    if args.keystone_password_file is not None:
+        try:
+            return str(args.keystone_password_file.read_text()).strip("\r\n")
+        except OSError as exc:
+            raise SystemExit(
+                f"astara network-api: cannot read the Keystone password file: {exc}"
+            ) from None
+    return os.environ.get(PASSWORD_ENV, "")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,6 +92,16 @@ def run(args: argparse.Namespace) -> int:
         vxlan = segments.parse_ranges(args.vxlan_ranges, network_type="vxlan")
     except ValueError as exc:
         raise SystemExit(f"astara network-api: {exc}") from None
+    password = ""
+    if args.auth_strategy == "keystone":
+        if not args.keystone_url:
+            raise SystemExit("astara network-api: --auth-strategy keystone needs --keystone-url")
+        password = _keystone_password(args)
+        if not password:
+            raise SystemExit(
+                "astara network-api: --auth-strategy keystone needs the service user's password"
+                f" in --keystone-password-file or ${PASSWORD_ENV}"
+            )
     serve(
         NetworkSettings(
             host=args.host,
@@ -58,6 +112,14 @@ def run(args: argparse.Namespace) -> int:
             vlan_ranges=vlan,
             vxlan_ranges=vxlan,
             tenant_network_type=args.tenant_network_type,
+            auth_strategy=args.auth_strategy,
+            keystone_url=args.keystone_url,
+            keystone_username=args.keystone_username,
+            keystone_password=password,
+            keystone_user_domain=args.keystone_user_domain,
+            keystone_project=args.keystone_project,
+            keystone_project_domain=args.keystone_project_domain,
+            keystone_token_cache_ttl=args.token_cache_ttl,
         )
     )
     return 0

@@ -18,7 +18,8 @@ from fastapi import FastAPI
 from astara.bus.base import Bus
 from astara.bus.transports import bus_from_url
 from astara.network.api.app import create_app
-from astara.network.api.auth import Authenticator
+from astara.network.api.auth import Authenticator, NoAuth
+from astara.network.api.keystone import KeystoneAuthenticator
 from astara.network.db.engine import Database, open_database
 from astara.network.events import LoopEvents
 from astara.network.notify import Notifier
@@ -34,10 +35,19 @@ def build_app(
     """The app and its service; notifications go to ``bus`` once the app runs on a loop."""
     database = db or open_database(settings.db_url)
     service = NetworkService(database, settings)
-    auth = Authenticator(
-        default_project=settings.default_project, admin_by_default=settings.admin_by_default
-    )
+    keystone: KeystoneAuthenticator | None = None
+    auth: Authenticator
+    if settings.auth_strategy == "keystone":
+        auth = keystone = KeystoneAuthenticator.from_settings(settings)
+    elif settings.auth_strategy == "noauth":
+        auth = NoAuth(
+            default_project=settings.default_project, admin_by_default=settings.admin_by_default
+        )
+    else:
+        raise ValueError(f"unknown auth_strategy {settings.auth_strategy!r}: noauth or keystone")
     app = create_app(service, auth)
+    if keystone is not None:
+        keystone.install(app)  # tokens are validated before routing, on the event loop
     notifier = Notifier(bus=bus or bus_from_url(settings.bus_url), host=settings.host_name)
 
     @contextlib.asynccontextmanager
@@ -48,7 +58,11 @@ def build_app(
         # what is alive now lives as long as the process: keep the collector from
         # walking it again in every full collection (a 40 ms pause on one request)
         gc.freeze()
-        yield
+        try:
+            yield
+        finally:
+            if keystone is not None:
+                await keystone.aclose()
 
     app.router.lifespan_context = lifespan
     return app, service

@@ -1,17 +1,26 @@
-"""Who is calling: the request context, from no-auth headers (embedded default).
+"""Who is calling: the request context, from no-auth headers or a Keystone token.
 
-No-auth mode, as Neutron's ``auth_strategy = noauth``: the project comes from
-``X-Project-Id`` (or ``X-Tenant-Id``), else the configured default project;
-roles from ``X-Roles`` (comma-separated), and the caller is admin when a role
-is ``admin`` — or, without ``X-Roles``, when the deployment says every
-caller is (``admin_by_default``, the single-user embedded default).
-Keystone token validation is a later option; it will produce the same Context.
+Every handler asks an ``Authenticator`` for the request's ``Context``; the
+strategy is chosen by ``NetworkSettings.auth_strategy``:
+
+- ``noauth`` (``NoAuth``, the embedded default), as Neutron's
+  ``auth_strategy = noauth``: the project comes from ``X-Project-Id`` (or
+  ``X-Tenant-Id``), else the configured default project; roles from
+  ``X-Roles`` (comma-separated), and the caller is admin when a role is
+  ``admin`` — or, without ``X-Roles``, when the deployment says every caller
+  is (``admin_by_default``, the single-user embedded default).
+- ``keystone`` (``keystone.KeystoneAuthenticator``): ``X-Auth-Token``
+  validated against Keystone v3 before routing; identity headers are ignored.
+
+``context`` never does I/O, so sync handlers (in the thread pool) and async
+ones (on the event loop) call it alike.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from typing import Protocol
 
 from fastapi import Request
 
@@ -21,7 +30,20 @@ from astara.network.errors import BadRequest
 _PROJECT = re.compile(r"^[A-Za-z0-9_.\-]{1,255}$")
 
 
-class Authenticator:
+class Authenticator(Protocol):
+    """The request's caller: a ``Context``, or a ``NeutronError`` (401, 400…) raised."""
+
+    def context(self, request: Request) -> Context: ...
+
+
+def request_id(request: Request) -> str:
+    """The caller's ``X-OpenStack-Request-ID``, else a new one."""
+    return request.headers.get("x-openstack-request-id") or f"req-{uuid.uuid4()}"
+
+
+class NoAuth:
+    """No-auth mode: the caller is whoever the headers say."""
+
     def __init__(self, *, default_project: str, admin_by_default: bool) -> None:
         self.default_project = default_project
         self.admin_by_default = admin_by_default
@@ -42,5 +64,5 @@ class Authenticator:
             is_admin="admin" in roles,
             user_id=headers.get("x-user-id"),
             roles=roles,
-            request_id=headers.get("x-openstack-request-id") or f"req-{uuid.uuid4()}",
+            request_id=request_id(request),
         )
