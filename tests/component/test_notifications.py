@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +20,9 @@ from openstack.connection import Connection
 from astara.bus.embedded import EmbeddedSubscription
 from astara.wire.neutron_events import EXCHANGE, ROUTING_KEY, Notification, decode_notification
 from tests.component.conftest import NetworkApi
+from tests.fixtures import NOTIFICATIONS
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "neutron" / "notifications"
+FIXTURES = NOTIFICATIONS
 
 
 def _captured() -> dict[str, list[dict[str, Any]]]:

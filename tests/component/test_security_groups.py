@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,8 +14,9 @@ from openstack.connection import Connection
 
 from astara.network.resources.security_groups import default_group_id, ensure_default_group
 from tests.component.conftest import NetworkApi
+from tests.fixtures import API
 
-FIXTURE = Path("/work/shared/fixtures/neutron/api/security_groups_list.json")
+FIXTURE = API / "security_groups_list.json"
 MEMBER = {"X-Project-Id": "proj-a", "X-Roles": "member,reader"}
 
 

@@ -33,8 +33,9 @@ from astara.wire.neutron_events import (
     encode_notification,
     new_request_id,
 )
+from tests.fixtures import NEUTRON
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "neutron"
+FIXTURES = NEUTRON
 NOTIFICATIONS = FIXTURES / "notifications"
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}$")

@@ -1,0 +1,1 @@
+"""The orchestrator: intake of network events, and (later) queueing, reconcile and health."""

@@ -1,0 +1,234 @@
+"""Intake: Neutron notifications off the bus, turned into resource keys and enqueued.
+
+Subscribes to exchange ``neutron`` with ``notifications.*`` (``.info`` and
+``.error``), decodes each message (``astara.wire.neutron_events``), resolves
+it to the keys of the resources it concerns (``astara.orchestrator.resolution``,
+which holds the event table) and hands each key to ``enqueue`` — the
+scheduler's, which coalesces bursts. Owned by the orchestrator process.
+
+Invariants:
+
+- It never stops on a message: a body that is not a notification, or a
+  payload without the ids its event type promises, is logged (warning, with
+  the start of the body) and dropped; a lookup the network API cannot answer
+  is retried ``attempts`` times with doubling delays, then dropped (error); a
+  refused lookup is dropped at once (error); anything unexpected is logged
+  with its traceback and dropped. Each is counted in ``stats``.
+- Messages are handled one at a time, in bus order, so that the resolution
+  memory sees events in the order they happened. A lookup being retried holds
+  back the next messages; the bus bounds what waits (dropping the oldest).
+- ``enqueue`` is called on the loop, once per key, keys in sorted order;
+  duplicates are the queue's to collapse.
+- ``run`` creates no task; ``close`` ends it at the next message boundary
+  (a retry in progress gives up at its next attempt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from astara.bus.base import Bus, Message, Subscription
+from astara.orchestrator.neutron_reader import (
+    NetworkReader,
+    NetworkResponseError,
+    NetworkUnavailableError,
+)
+from astara.orchestrator.resolution import LastRouters, ResourceKey, resolve
+from astara.wire.neutron_events import (
+    EXCHANGE,
+    MalformedEventError,
+    Notification,
+    decode_notification,
+)
+
+__all__ = ["BINDING", "Intake", "IntakeStats", "LastRouters", "ResourceKey", "resolve"]
+
+log = logging.getLogger(__name__)
+
+BINDING = "notifications.*"
+"""What Intake binds on exchange ``neutron``: ``notifications.info`` and ``notifications.error``."""
+
+DEFAULT_ATTEMPTS = 4
+"""Lookups tried for one notification before it is dropped."""
+
+DEFAULT_BACKOFF = 0.5
+"""Seconds before the first retry of a lookup; doubled for each next one."""
+
+DEFAULT_MAX_BACKOFF = 8.0
+"""The longest wait between two lookups of one notification, in seconds."""
+
+EXCERPT_BYTES = 100
+"""How much of a malformed body a warning shows (the start holds ids, not the context)."""
+
+
+@dataclass(slots=True)
+class IntakeStats:
+    """What ``Intake`` has done so far; ``received == malformed + resolved + dropped`` when idle."""
+
+    #: messages taken off the bus
+    received: int = 0
+    #: messages that were no notification, or whose payload lacked what its event type promises
+    malformed: int = 0
+    #: notifications resolved, to any number of keys (zero included)
+    resolved: int = 0
+    #: notifications given up: lookups kept failing or were refused, or a bug
+    dropped: int = 0
+    #: keys handed to ``enqueue``
+    enqueued: int = 0
+
+
+class Intake:
+    """Subscribes to Neutron's notifications and enqueues what they concern; see the module.
+
+    ``reader`` answers the lookups resolution needs; ``enqueue`` takes each
+    key (the scheduler's, non-blocking). A lookup the API cannot answer is
+    tried ``attempts`` times, waiting ``backoff`` seconds, doubled each time up
+    to ``max_backoff``, through ``sleep`` (inject a virtual clock's in tests).
+    ``memory`` keeps ports' and floating IPs' last routers (a fresh one if None).
+    """
+
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        reader: NetworkReader,
+        enqueue: Callable[[ResourceKey], None],
+        attempts: int = DEFAULT_ATTEMPTS,
+        backoff: float = DEFAULT_BACKOFF,
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
+        memory: LastRouters | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError(f"attempts must be at least 1, not {attempts}")
+        self._bus = bus
+        self._reader = reader
+        self._enqueue = enqueue
+        self._attempts = attempts
+        self._backoff = backoff
+        self._max_backoff = max_backoff
+        self._memory = LastRouters() if memory is None else memory
+        self._sleep = sleep
+        self._subscription: Subscription | None = None
+        self._running = False
+        self._closed = False
+        self._stats = IntakeStats()
+
+    @property
+    def stats(self) -> IntakeStats:
+        """A snapshot of the counters."""
+        return dataclasses.replace(self._stats)
+
+    async def open(self) -> None:
+        """Subscribe, if not yet: messages published from now on are delivered. Idempotent.
+
+        ``run`` opens by itself; open first to be sure nothing published
+        before ``run`` gets going is missed. Raises what ``Bus.subscribe`` raises.
+        """
+        if self._subscription is None and not self._closed:
+            self._subscription = await self._bus.subscribe(exchange=EXCHANGE, binding=BINDING)
+
+    async def run(self) -> None:
+        """Handle messages until ``close()`` or the bus closes. One ``run`` at a time.
+
+        Raises ``RuntimeError`` when already running, and what ``open`` raises.
+        """
+        if self._running:
+            raise RuntimeError("this Intake is already running")
+        self._running = True
+        try:
+            await self.open()
+            if self._subscription is None:  # closed before it ran
+                return
+            async for message in self._subscription:
+                await self._guarded(message)
+        finally:
+            self._running = False
+
+    async def close(self) -> None:
+        """Stop taking messages; ``run`` returns after the one in hand. Idempotent."""
+        self._closed = True
+        if self._subscription is not None:
+            await self._subscription.close()
+
+    async def _guarded(self, message: Message) -> None:
+        try:
+            await self._handle(message)
+        except Exception:
+            # the loop must outlive a bug in one message's handling; the traceback says which
+            self._stats.dropped += 1
+            log.exception(
+                "intake dropped a message on %s after an unexpected error; body starts %r",
+                message.routing_key,
+                message.body[:EXCERPT_BYTES],
+            )
+
+    async def _handle(self, message: Message) -> None:
+        self._stats.received += 1
+        try:
+            notification = decode_notification(message.body)
+        except MalformedEventError as exc:
+            self._drop_malformed(message, exc)
+            return
+        keys = await self._resolve(notification, message)
+        if keys is None:
+            return
+        log.debug("%s %s: %s", notification.event_type, notification.message_id, sorted(keys))
+        for key in sorted(keys):
+            self._enqueue(key)
+            self._stats.enqueued += 1
+        self._stats.resolved += 1
+
+    async def _resolve(
+        self, notification: Notification, message: Message
+    ) -> set[ResourceKey] | None:
+        """Keys for ``notification``, retrying lookups; None when it was dropped (and counted)."""
+        delay = self._backoff
+        for attempt in range(1, self._attempts + 1):
+            try:
+                return await resolve(notification, self._reader, memory=self._memory)
+            except MalformedEventError as exc:
+                self._drop_malformed(message, exc)
+                return None
+            except NetworkResponseError as exc:
+                self._stats.dropped += 1
+                log.error(
+                    "dropped %s %s: %s", notification.event_type, notification.message_id, exc
+                )
+                return None
+            except NetworkUnavailableError as exc:
+                if attempt == self._attempts or self._closed:
+                    break
+                log.warning(
+                    "%s %s: %s; retrying in %.1fs (attempt %d of %d)",
+                    notification.event_type,
+                    notification.message_id,
+                    exc,
+                    delay,
+                    attempt + 1,
+                    self._attempts,
+                )
+                await self._sleep(delay)
+                delay = min(delay * 2, self._max_backoff)
+        self._stats.dropped += 1
+        log.error(
+            "dropped %s %s: the network API could not answer after %d attempts",
+            notification.event_type,
+            notification.message_id,
+            attempt,
+        )
+        return None
+
+    def _drop_malformed(self, message: Message, exc: MalformedEventError) -> None:
+        self._stats.malformed += 1
+        log.warning(
+            "dropped a malformed message on %s/%s: %s; body starts %r",
+            message.exchange,
+            message.routing_key,
+            exc.reason,
+            message.body[:EXCERPT_BYTES],
+        )
