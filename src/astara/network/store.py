@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from astara.network.context import Context
@@ -69,6 +71,35 @@ def fetch(session: Session, model: type[RowT], resource: str, row_id: str) -> Ro
     if row is None:
         raise NotFound.of(resource, row_id)
     return row
+
+
+def load_owned(
+    session: Session, ctx: Context, model: type[RowT], resource: str, row_id: str
+) -> RowT:
+    """A row of the caller's project (any project for an admin); NotFound otherwise."""
+    row = session.get(model, row_id)
+    if row is None or not ctx.owns(row.project_id):  # type: ignore[attr-defined]
+        raise NotFound.of(resource, row_id)
+    return row
+
+
+def owned_rows(
+    session: Session,
+    ctx: Context,
+    model: type[RowT],
+    filters: dict[str, tuple[str, ...]],
+    indexed: Sequence[str] = ("id",),
+) -> Sequence[RowT]:
+    """The caller's rows (every row for an admin), oldest first, narrowed in SQL by the
+    ``indexed`` attributes the filters name (the rest is filtered on the views)."""
+    columns: Any = model
+    query = select(model).order_by(columns.created_at, columns.id)
+    if not ctx.is_admin:
+        query = query.where(columns.project_id == ctx.project_id)
+    for key in indexed:
+        if key in filters:
+            query = query.where(getattr(columns, key).in_(filters[key]))
+    return session.scalars(query).all()
 
 
 def visible_network(session: Session, ctx: Context, network_id: str) -> Network:

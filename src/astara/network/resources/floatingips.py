@@ -22,7 +22,15 @@ from astara.network.db.models import FloatingIP, IPAllocation, Network, Port, Ro
 from astara.network.errors import BadRequest, Conflict, NotFound
 from astara.network.resources.ports import Ports
 from astara.network.resources.routers import INTERFACE
-from astara.network.store import apply_standard, bump, new_id, owner, standard_view
+from astara.network.store import (
+    apply_standard,
+    bump,
+    load_owned,
+    new_id,
+    owned_rows,
+    owner,
+    standard_view,
+)
 
 FLOATING = "network:floatingip"
 
@@ -155,25 +163,12 @@ class FloatingIPs:
         )
 
     def load(self, session: Session, ctx: Context, resource_id: str) -> FloatingIP:
-        fip = session.get(FloatingIP, resource_id)
-        if fip is None or not ctx.owns(fip.project_id):
-            raise NotFound.of("floatingip", resource_id)
-        return fip
+        return load_owned(session, ctx, FloatingIP, "floatingip", resource_id)
 
     def rows(
         self, session: Session, ctx: Context, filters: dict[str, tuple[str, ...]]
     ) -> Sequence[FloatingIP]:
-        query = select(FloatingIP).order_by(FloatingIP.created_at, FloatingIP.id)
-        if not ctx.is_admin:
-            query = query.where(FloatingIP.project_id == ctx.project_id)
-        for key, column in (
-            ("id", FloatingIP.id),
-            ("router_id", FloatingIP.router_id),
-            ("port_id", FloatingIP.port_id),
-        ):
-            if key in filters:
-                query = query.where(column.in_(filters[key]))
-        return session.scalars(query).all()
+        return owned_rows(session, ctx, FloatingIP, filters, ("id", "router_id", "port_id"))
 
     def update(self, session: Session, ctx: Context, row: FloatingIP, body: dict[str, Any]) -> None:
         apply_standard(row, body)

@@ -34,7 +34,16 @@ from astara.network.context import Context
 from astara.network.db.models import FloatingIP, IPAllocation, Network, Port, SecurityGroup, Subnet
 from astara.network.errors import BadRequest, Conflict, ExhaustedError, NotFound
 from astara.network.resources.security_groups import ensure_default_group
-from astara.network.store import apply_standard, bump, new_id, owner, standard_view, visible_network
+from astara.network.store import (
+    apply_standard,
+    bump,
+    load_owned,
+    new_id,
+    owned_rows,
+    owner,
+    standard_view,
+    visible_network,
+)
 
 ROUTER_OWNERS = ("network:router_interface", "network:router_gateway", "network:floatingip")
 _AUTO_V6 = ("slaac", "dhcpv6-stateless")
@@ -297,27 +306,18 @@ class Ports:
 
     # -- the rest of the protocol --------------------------------------------------------
     def load(self, session: Session, ctx: Context, resource_id: str) -> Port:
-        port = session.get(Port, resource_id)
-        if port is None or not ctx.owns(port.project_id):
-            raise NotFound.of("port", resource_id)
-        return port
+        return load_owned(session, ctx, Port, "port", resource_id)
 
     def rows(
         self, session: Session, ctx: Context, filters: dict[str, tuple[str, ...]]
     ) -> Sequence[Port]:
-        query = select(Port).order_by(Port.created_at, Port.id)
-        if not ctx.is_admin:
-            query = query.where(Port.project_id == ctx.project_id)
-        for key, column in (
-            ("id", Port.id),
-            ("network_id", Port.network_id),
-            ("device_id", Port.device_id),
-            ("device_owner", Port.device_owner),
-            ("mac_address", Port.mac_address),
-        ):
-            if key in filters:
-                query = query.where(column.in_(filters[key]))
-        return session.scalars(query).all()
+        return owned_rows(
+            session,
+            ctx,
+            Port,
+            filters,
+            ("id", "network_id", "device_id", "device_owner", "mac_address"),
+        )
 
     def update(self, session: Session, ctx: Context, row: Port, body: dict[str, Any]) -> None:
         apply_standard(row, body)

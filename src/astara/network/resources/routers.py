@@ -25,7 +25,15 @@ from astara.network.context import Context
 from astara.network.db.models import FloatingIP, IPAllocation, Network, Port, Router, Subnet
 from astara.network.errors import BadRequest, Conflict, InUse, NotFound
 from astara.network.resources.ports import Ports
-from astara.network.store import apply_standard, bump, new_id, owner, standard_view
+from astara.network.store import (
+    apply_standard,
+    bump,
+    load_owned,
+    new_id,
+    owned_rows,
+    owner,
+    standard_view,
+)
 
 GATEWAY = "network:router_gateway"
 INTERFACE = "network:router_interface"
@@ -274,20 +282,12 @@ class Routers:
 
     # -- the rest of the protocol --------------------------------------------------------
     def load(self, session: Session, ctx: Context, resource_id: str) -> Router:
-        router = session.get(Router, resource_id)
-        if router is None or not ctx.owns(router.project_id):
-            raise NotFound.of("router", resource_id)
-        return router
+        return load_owned(session, ctx, Router, "router", resource_id)
 
     def rows(
         self, session: Session, ctx: Context, filters: dict[str, tuple[str, ...]]
     ) -> Sequence[Router]:
-        query = select(Router).order_by(Router.created_at, Router.id)
-        if not ctx.is_admin:
-            query = query.where(Router.project_id == ctx.project_id)
-        if "id" in filters:
-            query = query.where(Router.id.in_(filters["id"]))
-        return session.scalars(query).all()
+        return owned_rows(session, ctx, Router, filters, ("id",))
 
     def update(self, session: Session, ctx: Context, row: Router, body: dict[str, Any]) -> None:
         apply_standard(row, body)
