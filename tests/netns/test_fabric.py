@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 
-from astara.lab import Lab, LabError
-from astara.network.fabric import (
+from astara.fabric import (
     Fabric,
     FabricConflictError,
     FabricInvalidError,
@@ -29,9 +28,10 @@ from astara.network.fabric import (
     PluggedPort,
     VxlanUnderlay,
 )
-from astara.network.fabric.kernel import LinkState
-from astara.network.fabric.names import Names
-from astara.network.fabric.networks import VlanSegment, matches, segment_attrs, segment_of
+from astara.fabric.kernel import LinkState
+from astara.fabric.names import Names
+from astara.fabric.networks import VlanSegment, matches, segment_attrs, segment_of
+from astara.lab import Lab, LabError
 
 pytestmark = pytest.mark.netns
 

@@ -33,9 +33,9 @@ import pytest
 
 from astara.cli.main import main
 from astara.cli.server import network_spec
+from astara.fabric import Fabric, VxlanUnderlay
+from astara.fabric.names import Names
 from astara.lab import Lab
-from astara.network.fabric import Fabric, VxlanUnderlay
-from astara.network.fabric.names import Names
 from tests.component.conftest import NetworkApi, database_url, network_api  # noqa: F401
 from tests.conftest import RUN
 

@@ -44,7 +44,7 @@ from astara.cli.netclient import (
     resolve_url,
 )
 from astara.cli.resources import Output, Record, Rows, render
-from astara.network.fabric import (
+from astara.fabric import (
     Fabric,
     FabricError,
     FabricInvalidError,

@@ -50,7 +50,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from astara.network.fabric import Fabric, NetworkSpec
+from astara.fabric import Fabric, NetworkSpec
 
 log = logging.getLogger(__name__)
 

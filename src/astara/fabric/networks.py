@@ -21,16 +21,16 @@ import errno
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from astara.network.fabric.errors import (
+from astara.fabric.errors import (
     FabricConflictError,
     FabricError,
     FabricInvalidError,
     FabricKernelError,
     FabricNotFoundError,
 )
-from astara.network.fabric.kernel import LinkState, Rtnl
-from astara.network.fabric.model import Network, NetworkSpec, NetworkType, VxlanUnderlay
-from astara.network.fabric.names import BRIDGE, PORT, VLAN, VXLAN, Names
+from astara.fabric.kernel import LinkState, Rtnl
+from astara.fabric.model import Network, NetworkSpec, NetworkType, VxlanUnderlay
+from astara.fabric.names import BRIDGE, PORT, VLAN, VXLAN, Names
 
 
 @dataclass(frozen=True)

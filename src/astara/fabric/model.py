@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv6Address
 
-from astara.network.fabric.errors import FabricInvalidError
+from astara.fabric.errors import FabricInvalidError
 
 IPAddress = IPv4Address | IPv6Address
 

@@ -14,15 +14,15 @@ and per plugged port, a veth pair ``<prefix>p<tag>`` (on the bridge) ──
 and ``ports`` converge one kind each, ``kernel`` is the only pyroute2 code.
 """
 
-from astara.network.fabric.errors import (
+from astara.fabric.errors import (
     FabricConflictError,
     FabricError,
     FabricInvalidError,
     FabricKernelError,
     FabricNotFoundError,
 )
-from astara.network.fabric.fabric import Fabric
-from astara.network.fabric.model import (
+from astara.fabric.fabric import Fabric
+from astara.fabric.model import (
     Network,
     NetworkSpec,
     NetworkType,

@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from astara.network.fabric.errors import FabricKernelError
-from astara.network.fabric.namespace import namespace_fd, netlink_socket
+from astara.fabric.errors import FabricKernelError
+from astara.fabric.namespace import namespace_fd, netlink_socket
 
 T = TypeVar("T")
 

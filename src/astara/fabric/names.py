@@ -18,7 +18,7 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from astara.network.fabric.errors import FabricInvalidError
+from astara.fabric.errors import FabricInvalidError
 
 #: IFNAMSIZ is 16 bytes with the terminating NUL
 MAX_IFNAME = 15

@@ -20,11 +20,11 @@ import asyncio
 from collections.abc import Mapping
 from types import MappingProxyType, TracebackType
 
-from astara.network.fabric import networks as network_ops
-from astara.network.fabric import ports as port_ops
-from astara.network.fabric.kernel import Rtnl
-from astara.network.fabric.model import Network, NetworkSpec, PluggedPort, VxlanUnderlay
-from astara.network.fabric.names import Names
+from astara.fabric import networks as network_ops
+from astara.fabric import ports as port_ops
+from astara.fabric.kernel import Rtnl
+from astara.fabric.model import Network, NetworkSpec, PluggedPort, VxlanUnderlay
+from astara.fabric.names import Names
 
 
 class Fabric:

@@ -19,7 +19,7 @@ import re
 import socket
 import threading
 
-from astara.network.fabric.errors import (
+from astara.fabric.errors import (
     FabricInvalidError,
     FabricKernelError,
     FabricNotFoundError,

@@ -23,17 +23,17 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from astara.network.fabric.errors import (
+from astara.fabric.errors import (
     FabricConflictError,
     FabricError,
     FabricInvalidError,
     FabricKernelError,
     FabricNotFoundError,
 )
-from astara.network.fabric.kernel import LinkState, Rtnl
-from astara.network.fabric.model import PluggedPort, check_id, check_mac, check_mtu
-from astara.network.fabric.names import BRIDGE, PORT, Names
-from astara.network.fabric.namespace import namespace_fd
+from astara.fabric.kernel import LinkState, Rtnl
+from astara.fabric.model import PluggedPort, check_id, check_mac, check_mtu
+from astara.fabric.names import BRIDGE, PORT, Names
+from astara.fabric.namespace import namespace_fd
 
 _IFNAME = re.compile(r"^[A-Za-z0-9_.\-@+]{1,15}$")
 

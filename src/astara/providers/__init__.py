@@ -1,0 +1,1 @@
+"""Instance providers: where appliances come from (netns now, nova later), behind one Protocol."""
