@@ -135,6 +135,9 @@ class NetworkService:
 
     def list(self, ctx: Context, collection: str, query: ListQuery, *, url: str) -> dict[str, Any]:
         resource = self.resource(collection)
+        prepare = getattr(resource, "before_list", None)  # e.g. a project's default group
+        if prepare is not None:
+            self._write(lambda session: prepare(session, ctx, query.filters))
         with self.db.read() as session:
             rows = resource.rows(session, ctx, query.filters)
             views = [resource.view(row, ctx) for row in rows]

@@ -2,6 +2,10 @@
 
 Methods take an open session and the caller's context; they raise the errors
 of ``astara.network.errors`` and never commit (the service owns the transaction).
+
+Optional: ``before_list(session, ctx, filters)``, run by the service in a write
+transaction before a list's read (security groups make a project's default
+group there, as Neutron does on listing).
 """
 
 from __future__ import annotations

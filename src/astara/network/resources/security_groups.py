@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import String, cast, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from astara.network.attributes import Attr, Converter, boolean, one_of, string
@@ -134,17 +133,6 @@ def ensure_default_group(session: Session, project_id: str) -> str:
     session.add(group)
     session.flush()  # the primary key refuses a concurrent twin here
     return group_id
-
-
-def _ensure_committed(session: Session, project_id: str) -> None:
-    """``ensure_default_group`` committed on its own, for a caller holding a read session."""
-    if session.get(SecurityGroup, default_group_id(project_id)) is not None:
-        return
-    try:
-        with Session(session.get_bind()) as writer, writer.begin():
-            ensure_default_group(writer, project_id)
-    except IntegrityError:
-        pass  # a concurrent request created it first: it is there now
 
 
 def _rule(
@@ -271,13 +259,20 @@ class SecurityGroups:
     def load(self, session: Session, ctx: Context, resource_id: str) -> SecurityGroup:
         return _visible_group(session, ctx, resource_id)
 
+    def before_list(
+        self, session: Session, ctx: Context, filters: dict[str, tuple[str, ...]]
+    ) -> None:
+        """As Neutron: listing makes the (asked-for, else the caller's) project's default group.
+
+        Runs in a write transaction of its own, before the list's read.
+        """
+        project = (filters.get("project_id") or filters.get("tenant_id") or (ctx.project_id,))[0]
+        if ctx.owns(project):
+            ensure_default_group(session, project)
+
     def rows(
         self, session: Session, ctx: Context, filters: dict[str, tuple[str, ...]]
     ) -> Sequence[SecurityGroup]:
-        # as Neutron: listing makes the (asked-for, else the caller's) project's default group
-        project = (filters.get("project_id") or filters.get("tenant_id") or (ctx.project_id,))[0]
-        if ctx.owns(project):
-            _ensure_committed(session, project)
         query = select(SecurityGroup).order_by(SecurityGroup.created_at, SecurityGroup.id)
         if not ctx.is_admin:
             query = query.where(
