@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from astara.network.attributes import STANDARD, Attr, anything, boolean, invalid
+from astara.network.attributes import STANDARD, Attr, anything, boolean, invalid, one_of
 from astara.network.context import Context
 from astara.network.db.models import FloatingIP, IPAllocation, Network, Port, Router, Subnet
 from astara.network.errors import BadRequest, Conflict, InUse, NotFound
@@ -60,6 +60,13 @@ class Routers:
         Attr("routes", anything("routes"), post=False),
         Attr("distributed", boolean("distributed"), admin_only=True),
         Attr("ha", boolean("ha"), admin_only=True),
+        # set by the orchestrator from the appliance's lifecycle (BUILD, ACTIVE, ERROR, DOWN)
+        Attr(
+            "status",
+            one_of("status", "BUILD", "ACTIVE", "ERROR", "DOWN"),
+            post=False,
+            admin_only=True,
+        ),
         Attr("availability_zone_hints", anything("availability_zone_hints"), put=False),
         Attr("flavor_id", anything("flavor_id"), put=False, nullable=True),
     )
@@ -293,6 +300,8 @@ class Routers:
         apply_standard(row, body)
         if "admin_state_up" in body:
             row.admin_state_up = body["admin_state_up"]
+        if "status" in body:
+            row.status = body["status"]
         if "external_gateway_info" in body:
             info = body["external_gateway_info"]
             if info:

@@ -1,0 +1,539 @@
+"""The router reconciler: one level-based reconcile of one router, then yield.
+
+``RouterReconciler.reconcile(key)`` is what ``WorkQueue`` calls. Each call:
+
+1. reads the desired state from the network API (``RouterReader``: the
+   router and its ports; ``RouterGone`` means deleted) and the observed
+   state from the provider (``Provider.get``) and the appliance
+   (``ApplianceAPI.status`` and, when healthy, ``get_config``) into a
+   ``lifecycle.Observation``;
+2. asks ``lifecycle.decide`` for the next state and the one action;
+3. performs that action, idempotently (BOOT, WAIT, CONFIGURE, REPLUG,
+   REBUILD, STOP, NOTHING);
+4. stores the router's ``RouterState`` (lifecycle state, ``FailureRecord``,
+   last published status) in a ``StateStore``, publishes the router status
+   (``api_status``) through the ``StatusSink`` when it changed, and asks
+   ``requeue(key, delay)`` for the next look when one is due.
+
+Nothing here loops or sleeps: the next step is always a requeue.
+
+What the observation means:
+
+- *wanted interfaces*: the MACs of the router's gateway port (when it has a
+  gateway) and interface ports; *plugged*: the MACs of the instance's port
+  NICs. The appliance matches its NICs by MAC, so MACs are what must agree.
+- *agent answering*: ``status()`` got any answer. Only
+  ``ApplianceUnreachable`` (no answer at all) is silence.
+- *healthy*: ``status()`` returned a valid ``Status``. Its ``v4``/``v6``
+  flags say whether the appliance reaches its upstream gateways; they are
+  false for a router without a gateway and during an upstream outage, which
+  a rebuild cannot fix (and rebuilding every router of a broken uplink is the
+  outage the breaker exists to prevent), so they do not make it unhealthy.
+  An agent that answers with an error (5xx, a refusal, a body that is not
+  v1) is unhealthy: it is up but broken, and is rebuilt.
+- *configuration applied*: the fingerprint (SHA-256 of the canonical JSON)
+  of the appliance's ``GET`` configuration equals that of ``build_config``.
+- *booted_at*: the instance's ``booted_at`` on the injected ``clock``
+  (epoch seconds, like ``time.time``); an instance that does not know when it
+  booted counts as booted long ago, so a silent one is rebuilt.
+
+Failures: an exception from the reader, the provider, the appliance or the
+sink during a reconcile, or a ``failure`` decision, is one more consecutive
+failure in the router's ``FailureRecord``; the router is requeued after the
+record's ``retry_delay`` (capped exponential backoff) and, at
+``max_failures``, is ERROR with the reason (``state_after_failure``), still
+retried. Reaching ACTIVE or GONE clears the record. A failed action keeps
+the state it was tried from; a ``failure`` decision whose action succeeded
+moves on. A deleted router publishes no status (its row is gone) and is
+dropped from the store once GONE.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import httpx
+
+from astara.domain.backoff import Backoff, FailureRecord
+from astara.domain.breaker import CircuitBreaker
+from astara.domain.lifecycle import (
+    Action,
+    ApiStatus,
+    Decision,
+    Observation,
+    State,
+    api_status,
+    decide,
+    state_after_failure,
+)
+from astara.orchestrator.appliance_client import ApplianceUnreachable
+from astara.orchestrator.neutron_reader import (
+    GATEWAY_OWNERS,
+    INTERFACE_OWNERS,
+    NetworkResponseError,
+    NetworkUnavailableError,
+)
+from astara.orchestrator.resolution import ResourceKey
+from astara.orchestrator.router_driver import IPAddress, Management, build_config
+from astara.orchestrator.router_reader import PortRecord, RouterGone, RouterReader, RouterRecord
+from astara.providers.base import Instance, PortSpec, Provider
+from astara.wire.appliance_v1 import ConfigurationBody, Status
+
+__all__ = [
+    "DEFAULT_BOOT_TIMEOUT",
+    "DEFAULT_MAX_FAILURES",
+    "DEFAULT_POLL_DELAY",
+    "DEFAULT_SETTLE_DELAY",
+    "ApplianceAPI",
+    "HttpNetworkSegments",
+    "HttpStatusSink",
+    "MemoryStateStore",
+    "NetworkSegments",
+    "RouterReconciler",
+    "RouterState",
+    "Segment",
+    "StateStore",
+    "StatusSink",
+    "config_fingerprint",
+    "ports_of",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BOOT_TIMEOUT = 300.0
+"""Seconds an agent may stay silent after its instance booted."""
+DEFAULT_MAX_FAILURES = 5
+"""Consecutive failures after which a router is ERROR."""
+DEFAULT_POLL_DELAY = 2.0
+"""Seconds before looking again at a booting appliance (BOOT, WAIT)."""
+DEFAULT_SETTLE_DELAY = 0.5
+"""Seconds before verifying a step that changed something (CONFIGURE, REPLUG, REBUILD, STOP)."""
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address | str
+
+
+class ApplianceAPI(Protocol):
+    """The part of ``ApplianceClient`` the reconciler uses."""
+
+    async def status(self, address: Address) -> Status: ...
+
+    async def get_config(self, address: Address) -> ConfigurationBody | None: ...
+
+    async def put_config(self, address: Address, body: ConfigurationBody) -> ConfigurationBody: ...
+
+
+class StatusSink(Protocol):
+    """Where a router's status goes (the network API); ``reason`` explains an ERROR."""
+
+    async def __call__(self, router_id: str, status: ApiStatus, reason: str, /) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """How a network leaves the host: Neutron's ``provider:*`` values and its MTU."""
+
+    network_type: str = "local"
+    segmentation_id: int | None = None
+    physical_network: str | None = None
+    mtu: int | None = None
+
+
+class NetworkSegments(Protocol):
+    """The segments of networks by id (admin view); networks not found are left out."""
+
+    async def segments(self, *, network_ids: Collection[str]) -> Mapping[str, Segment]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RouterState:
+    """What the reconciler remembers of one router between reconciles."""
+
+    state: State = State.ABSENT
+    failures: FailureRecord = field(default_factory=FailureRecord)
+    published: ApiStatus | None = None
+    """The status last published to the network API (None: not yet)."""
+
+
+class StateStore(Protocol):
+    """Per-router ``RouterState``; in memory now, persistent later (same interface)."""
+
+    async def get(self, key: ResourceKey) -> RouterState | None: ...
+
+    async def put(self, key: ResourceKey, state: RouterState) -> None: ...
+
+    async def delete(self, key: ResourceKey) -> None: ...
+
+
+class MemoryStateStore:
+    """``StateStore`` in a dict: lost at restart, when every router starts ABSENT and adopts."""
+
+    def __init__(self) -> None:
+        self.states: dict[ResourceKey, RouterState] = {}
+
+    async def get(self, key: ResourceKey) -> RouterState | None:
+        return self.states.get(key)
+
+    async def put(self, key: ResourceKey, state: RouterState) -> None:
+        self.states[key] = state
+
+    async def delete(self, key: ResourceKey) -> None:
+        self.states.pop(key, None)
+
+
+def config_fingerprint(body: ConfigurationBody) -> int:
+    """A 64-bit fingerprint of ``body``'s canonical JSON (sorted keys): equal bodies, equal prints."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return int.from_bytes(hashlib.sha256(canonical.encode()).digest()[:8], "big")
+
+
+def router_ports(router: RouterRecord, ports: Sequence[PortRecord]) -> list[PortRecord]:
+    """The ports the instance carries: the gateway (if the router has one) first, then the
+    interfaces by (network, port id), the order ``build_config`` lists networks in."""
+    gateway = [p for p in ports if p.device_owner in GATEWAY_OWNERS and router.gateway_network_id]
+    interfaces = sorted(
+        (p for p in ports if p.device_owner in INTERFACE_OWNERS),
+        key=lambda p: (p.network_id, p.id),
+    )
+    return gateway[:1] + interfaces
+
+
+def ports_of(ports: Sequence[PortRecord], segments: Mapping[str, Segment]) -> list[PortSpec]:
+    """``PortSpec``s for Neutron ports, in order; a network without a segment is ``local``."""
+    specs = []
+    for port in ports:
+        segment = segments.get(port.network_id, Segment())
+        specs.append(
+            PortSpec(
+                port_id=port.id,
+                network_id=port.network_id,
+                network_type=segment.network_type,
+                segmentation_id=segment.segmentation_id,
+                mac=port.mac_address.lower(),
+                mtu=segment.mtu or 1500,
+                physical_network=segment.physical_network,
+            )
+        )
+    return specs
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """One reconcile's reads: the desired router (None if deleted) and the observed instance."""
+
+    router: RouterRecord | None
+    ports: tuple[PortRecord, ...]
+    instance: Instance | None
+    observation: Observation
+    config: ConfigurationBody | None = None
+
+
+class RouterReconciler:
+    """Converges one router per ``reconcile`` call; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        reader: RouterReader,
+        provider: Provider,
+        appliance: ApplianceAPI,
+        status_sink: StatusSink,
+        management: Callable[[str], Management],
+        segments: NetworkSegments,
+        requeue: Callable[[ResourceKey, float], None],
+        store: StateStore | None = None,
+        boot_timeout: float = DEFAULT_BOOT_TIMEOUT,
+        backoff: Backoff | None = None,
+        max_failures: int = DEFAULT_MAX_FAILURES,
+        breaker: CircuitBreaker[ResourceKey] | None = None,
+        clock: Callable[[], float] = time.time,
+        poll_delay: float = DEFAULT_POLL_DELAY,
+        settle_delay: float = DEFAULT_SETTLE_DELAY,
+        orchestrator: tuple[IPAddress, int] | None = None,
+    ) -> None:
+        self._reader = reader
+        self._provider = provider
+        self._appliance = appliance
+        self._sink = status_sink
+        self._management = management
+        self._segments = segments
+        self._requeue = requeue
+        self.store: StateStore = store if store is not None else MemoryStateStore()
+        self._boot_timeout = boot_timeout
+        self._backoff = backoff or Backoff()
+        self._max_failures = max_failures
+        self._breaker = breaker
+        self._clock = clock
+        self._poll_delay = poll_delay
+        self._settle_delay = settle_delay
+        self._orchestrator = orchestrator
+
+    async def reconcile(self, key: ResourceKey) -> None:
+        """One step for ``key``'s router (what ``WorkQueue`` calls)."""
+        await self.step(key)
+
+    async def step(self, key: ResourceKey) -> Decision | None:
+        """One step for ``key``'s router; the decision taken, None if the reads failed."""
+        remembered = await self.store.get(key) or RouterState(
+            failures=FailureRecord(max_failures=self._max_failures)
+        )
+        decision: Decision | None = None
+        deleted = False
+        try:
+            seen = await self._observe(key, remembered.state)
+            deleted = seen.observation.deleted
+            decision = decide(remembered.state, seen.observation, boot_timeout=self._boot_timeout)
+            log.debug("router %s: %s", key.id, decision.reason)
+            await self._perform(key.id, decision.action, seen)
+        except Exception as exc:  # noqa: BLE001 - every failure is retried on the backoff
+            await self._failed(key, remembered, _reason(exc), deleted=deleted)
+            return decision
+        try:
+            await self._succeeded(key, remembered, decision, deleted=deleted)
+        except Exception as exc:  # noqa: BLE001 - the sink or the store failed: retried too
+            moved = replace(remembered, state=decision.next_state)
+            await self._failed(key, moved, _reason(exc), deleted=deleted)
+        return decision
+
+    # -- outcome ------------------------------------------------------------------------
+    async def _succeeded(
+        self, key: ResourceKey, remembered: RouterState, decision: Decision, *, deleted: bool
+    ) -> None:
+        """Keep the decided state; count a ``failure`` decision; requeue when due."""
+        if decision.failure:
+            record = remembered.failures.failed(decision.reason)
+            state = state_after_failure(decision.next_state, in_error=record.in_error)
+            await self._settle(key, remembered, state, record, deleted=deleted)
+            self._requeue(key, record.retry_delay(self._backoff) or self._settle_delay)
+            return
+        record = remembered.failures
+        if decision.next_state in (State.ACTIVE, State.GONE):
+            record = record.succeeded()
+        await self._settle(key, remembered, decision.next_state, record, deleted=deleted)
+        delay = self._delay_after(decision.action)
+        if delay is not None:
+            self._requeue(key, delay)
+
+    async def _failed(
+        self, key: ResourceKey, remembered: RouterState, reason: str, *, deleted: bool
+    ) -> None:
+        """Count one more failure, keep the state (ERROR at the limit), requeue on the backoff."""
+        log.warning("router %s: reconcile failed: %s", key.id, reason)
+        record = remembered.failures.failed(reason)
+        state = state_after_failure(remembered.state, in_error=record.in_error)
+        try:
+            await self._settle(key, remembered, state, record, deleted=deleted)
+        except Exception as exc:  # noqa: BLE001 - the sink is down too: retried below
+            log.warning("router %s: state not kept or published: %s", key.id, _reason(exc))
+        self._requeue(key, record.retry_delay(self._backoff) or self._settle_delay)
+
+    def _delay_after(self, action: Action) -> float | None:
+        """When to look again after ``action`` succeeded: soon, or never (converged, gone)."""
+        if action is Action.NOTHING:
+            return None
+        if action in (Action.BOOT, Action.WAIT):
+            return self._poll_delay
+        return self._settle_delay
+
+    async def _settle(
+        self,
+        key: ResourceKey,
+        remembered: RouterState,
+        state: State,
+        record: FailureRecord,
+        *,
+        deleted: bool,
+    ) -> None:
+        """Store the router's new state and publish its status if it changed."""
+        if state is State.GONE:
+            await self.store.delete(key)
+            return
+        published = remembered.published
+        status = api_status(state)
+        if not deleted and status != published:
+            reason = record.reason if state is State.ERROR else ""
+            await self._sink(key.id, status, reason)
+            published = status
+        await self.store.put(key, RouterState(state, record, published))
+
+    # -- observe ------------------------------------------------------------------------
+    async def _observe(self, key: ResourceKey, state: State) -> _Seen:
+        now = self._clock()
+        router_id = key.id
+        try:
+            router = await self._reader.router(router_id=router_id)
+            ports = tuple(
+                router_ports(router, await self._reader.router_ports(router_id=router_id))
+            )
+        except RouterGone:
+            router, ports = None, ()
+        instance = await self._provider.get(router_id=router_id)
+        base = Observation(
+            now=now,
+            deleted=router is None,
+            wanted_interfaces=frozenset(p.mac_address.lower() for p in ports),
+            plugged_interfaces=instance.macs if instance else frozenset(),
+            rebuild_allowed=self._breaker.allow_rebuild(now) if self._breaker else True,
+        )
+        if instance is None or router is None or state in (State.STOPPING, State.GONE):
+            return _Seen(router, ports, instance, _present(base, instance))
+        answering, healthy = await self._probe(instance)
+        observed = replace(_present(base, instance), agent_answering=answering, healthy=healthy)
+        if not healthy:
+            return _Seen(router, ports, instance, observed)
+        wanted = await self._build(router_id)
+        applied = await self._appliance.get_config(_address(instance))
+        observed = replace(
+            observed,
+            config_wanted=config_fingerprint(wanted),
+            config_applied=None if applied is None else config_fingerprint(applied),
+        )
+        return _Seen(router, ports, instance, observed, wanted)
+
+    async def _probe(self, instance: Instance) -> tuple[bool, bool]:
+        """(agent answering, healthy) of ``instance``'s appliance; see the module docstring."""
+        if instance.management_address is None:
+            return False, False
+        try:
+            status = await self._appliance.status(instance.management_address)
+        except ApplianceUnreachable:
+            return False, False
+        except Exception as exc:  # noqa: BLE001 - an agent answering with an error is unhealthy
+            log.info("router %s: the agent answers but is unhealthy: %s", instance.router_id, exc)
+            return True, False
+        if not (status.v4 or status.v6):
+            log.debug("router %s: the appliance reaches no upstream gateway", instance.router_id)
+        return True, True
+
+    async def _build(self, router_id: str) -> ConfigurationBody:
+        return await build_config(
+            router_id=router_id,
+            reader=self._reader,
+            management=self._management(router_id),
+            orchestrator=self._orchestrator,
+        )
+
+    # -- act ----------------------------------------------------------------------------
+    async def _perform(self, router_id: str, action: Action, seen: _Seen) -> None:
+        """Perform ``action``; each is idempotent, so a repeat after a crash is harmless."""
+        if action is Action.BOOT:
+            await self._provider.boot(router_id=router_id, ports=await self._specs(seen.ports))
+        elif action is Action.CONFIGURE:
+            body = seen.config or await self._build(router_id)
+            if seen.instance is None:
+                raise RuntimeError("CONFIGURE without an instance")
+            await self._appliance.put_config(_address(seen.instance), body)
+        elif action is Action.REPLUG:
+            await self._replug(router_id, seen)
+        elif action in (Action.REBUILD, Action.STOP):
+            await self._provider.destroy(router_id=router_id)
+        # WAIT and NOTHING change nothing; the requeue (if any) is the caller's
+
+    async def _replug(self, router_id: str, seen: _Seen) -> None:
+        plugged = seen.instance.nics if seen.instance else ()
+        have = {nic.mac for nic in plugged}
+        wanted = {p.mac_address.lower() for p in seen.ports}
+        for spec in await self._specs([p for p in seen.ports if p.mac_address.lower() not in have]):
+            await self._provider.plug(router_id=router_id, port=spec)
+        for nic in plugged:
+            if nic.mac not in wanted and nic.port_id is not None:
+                await self._provider.unplug(router_id=router_id, port_id=nic.port_id)
+
+    async def _specs(self, ports: Sequence[PortRecord]) -> list[PortSpec]:
+        if not ports:
+            return []
+        segments = await self._segments.segments(network_ids={p.network_id for p in ports})
+        return ports_of(ports, segments)
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _present(base: Observation, instance: Instance | None) -> Observation:
+    """``base`` with the instance's presence and boot time (unknown: long ago)."""
+    if instance is None:
+        return base
+    booted = instance.booted_at.timestamp() if instance.booted_at is not None else 0.0
+    return replace(base, instance_present=True, booted_at=booted)
+
+
+def _address(instance: Instance) -> Address:
+    if instance.management_address is None:
+        raise RuntimeError(f"router {instance.router_id}'s instance has no management address")
+    return instance.management_address
+
+
+# -- the network API side ---------------------------------------------------------------
+
+
+class HttpStatusSink:
+    """``StatusSink`` over Neutron's API: ``PUT /v2.0/routers/{id}`` with the status, as admin.
+
+    The client must carry admin credentials (``noauth_admin_headers()`` or an
+    admin token). Neutron has no field for the reason: it is logged. A router
+    deleted meanwhile (404) is not an error.
+    """
+
+    def __init__(self, *, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    async def __call__(self, router_id: str, status: ApiStatus, reason: str) -> None:
+        path = f"/v2.0/routers/{router_id}"
+        if reason:
+            log.warning("router %s is %s: %s", router_id, status, reason)
+        try:
+            response = await self._client.put(path, json={"router": {"status": status}})
+        except httpx.TransportError as exc:
+            raise NetworkUnavailableError(f"PUT {path}: no answer: {exc!r}") from exc
+        code = response.status_code
+        if code == 404:
+            return
+        if code >= 500 or code == 429:
+            raise NetworkUnavailableError(f"PUT {path}: the network API answered {code}")
+        if code != 200:
+            raise NetworkResponseError(f"PUT {path}: answered {code}: {response.text[:200]}")
+
+
+class HttpNetworkSegments:
+    """``NetworkSegments`` over Neutron's API: ``GET /v2.0/networks?id=...`` as admin."""
+
+    def __init__(self, *, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    async def segments(self, *, network_ids: Collection[str]) -> Mapping[str, Segment]:
+        wanted = sorted(set(network_ids))
+        if not wanted:
+            return {}
+        try:
+            response = await self._client.get("/v2.0/networks", params=[("id", i) for i in wanted])
+        except httpx.TransportError as exc:
+            raise NetworkUnavailableError(f"GET /v2.0/networks: no answer: {exc!r}") from exc
+        if response.status_code != 200:
+            raise NetworkUnavailableError(
+                f"GET /v2.0/networks: the network API answered {response.status_code}"
+            )
+        body = response.json()
+        networks = body.get("networks") if isinstance(body, dict) else None
+        if not isinstance(networks, list):
+            raise NetworkResponseError('GET /v2.0/networks: the answer has no "networks" list')
+        return {
+            n["id"]: _segment(n) for n in networks if isinstance(n, dict) and n.get("id") in wanted
+        }
+
+
+def _segment(network: Mapping[str, Any]) -> Segment:
+    segmentation = network.get("provider:segmentation_id")
+    mtu = network.get("mtu")
+    return Segment(
+        network_type=str(network.get("provider:network_type") or "local"),
+        segmentation_id=segmentation if isinstance(segmentation, int) else None,
+        physical_network=network.get("provider:physical_network") or None,
+        mtu=mtu if isinstance(mtu, int) and not isinstance(mtu, bool) else None,
+    )
