@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from astara import __version__
-from astara.cli import appliance, demo, network_api, resources, server
+from astara.cli import appliance, demo, network_api, resources, server, up
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     network_api.register(parts)
     resources.register(parts)
     server.register(parts)
+    up.register(parts)
     return parser
 
 

@@ -1,0 +1,388 @@
+"""``astara up`` and ``astara down``: the whole control plane of one host, in one process.
+
+``astara up`` runs, on one event loop:
+
+- the network API (uvicorn ``Server.serve()`` as a task, ``127.0.0.1:9696``
+  by default; SQLite at ``<state dir>/network.db``);
+- the embedded bus, shared by the network API (which publishes) and the
+  orchestrator (which subscribes);
+- the appliance agent, as a subprocess ``astara appliance serve --empty``
+  with its control socket ``<state dir>/agent.sock``, its state under
+  ``<state dir>/appliance`` and a generated token ``<state dir>/token``
+  (log: ``<state dir>/agent.log``); ended by its pid on exit;
+- the netns provider and the L2 fabric (links prefixed ``--fabric-prefix``,
+  VXLAN on a loopback underlay, as ``astara server`` makes them, so routers
+  and servers plug onto the same bridges);
+- the orchestrator (``astara.orchestrator.runner``);
+- the metadata service on the management bridge's host address, port 9697.
+
+SIGINT/SIGTERM stop it cleanly. Appliances (namespaces, their dnsmasq) keep
+running, by design: the next ``astara up`` adopts them.
+
+``astara down`` (run after ``up`` stopped, with the same flags) removes what
+``up`` made: every appliance namespace the provider lists (through a
+temporary agent, so that their dnsmasq/bird are stopped), the management
+bridge, every fabric network with the fabric prefix (bridges and VXLAN
+devices, servers' ports too), and the state directory (the database, the
+token, the agent's state). Servers made by ``astara server`` keep their own
+namespaces: delete them first with ``astara server delete``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from astara.bus.embedded import EmbeddedBus
+from astara.fabric import Fabric, VxlanUnderlay
+from astara.network.server import build_app
+from astara.orchestrator.appliance_client import ApplianceClient
+from astara.orchestrator.metadata import DEFAULT_PORT as METADATA_PORT
+from astara.orchestrator.metadata import HttpInstanceLookup, create_metadata_app
+from astara.orchestrator.neutron_reader import neutron_client, noauth_admin_headers
+from astara.orchestrator.runner import Orchestrator, OrchestratorSettings
+from astara.providers.agent_control import AgentControl
+from astara.providers.netns import NetnsProvider
+from astara.settings import NetworkSettings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STATE_DIR = Path("/var/lib/astara")
+DEFAULT_MGMT_PREFIX = "fdca:3ba5:a17a:acda::/64"
+AGENT_START_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where ``up`` keeps its files, under the state directory."""
+
+    root: Path
+
+    @property
+    def database(self) -> Path:
+        return self.root / "network.db"
+
+    @property
+    def token(self) -> Path:
+        return self.root / "token"
+
+    @property
+    def control(self) -> Path:
+        return self.root / "agent.sock"
+
+    @property
+    def agent_state(self) -> Path:
+        return self.root / "appliance"
+
+    @property
+    def agent_log(self) -> Path:
+        return self.root / "agent.log"
+
+
+# -- registration ----------------------------------------------------------------------
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help=f"database, token, agent state (default {DEFAULT_STATE_DIR})",
+    )
+    common.add_argument(
+        "--fabric-prefix",
+        default="astara-",
+        help="prefix of the fabric's links, as astara server's (default astara-)",
+    )
+    common.add_argument(
+        "--netns-prefix", default="astara-", help="prefix of appliance namespaces (default astara-)"
+    )
+    common.add_argument(
+        "--mgmt-bridge", default="astara-mgt", help="the management bridge (default astara-mgt)"
+    )
+    common.add_argument(
+        "--mgmt-prefix",
+        default=DEFAULT_MGMT_PREFIX,
+        help=f"the management network, an IPv6 /64 (default {DEFAULT_MGMT_PREFIX})",
+    )
+    common.add_argument(
+        "--vxlan-local",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="the VXLAN underlay's local address (default 127.0.0.1: one host)",
+    )
+    return common
+
+
+def register(parts: Any) -> None:
+    common = _common()
+    up = parts.add_parser(
+        "up",
+        parents=[common],
+        help="run the network API, the orchestrator and the appliance agent of this host",
+    )
+    up.add_argument("--host", default="127.0.0.1", help="the network API's address")
+    up.add_argument("--port", type=int, default=9696, help="the network API's port (9696)")
+    up.add_argument(
+        "--metadata-port",
+        type=int,
+        default=METADATA_PORT,
+        help=f"the metadata service's port on the management bridge ({METADATA_PORT}; 0: none)",
+    )
+    up.set_defaults(handler=_up)
+    down = parts.add_parser(
+        "down", parents=[common], help="remove the appliances, bridges and state of astara up"
+    )
+    down.set_defaults(handler=_down)
+
+
+# -- the agent subprocess --------------------------------------------------------------
+@contextlib.contextmanager
+def _agent(layout: Layout) -> Iterator[AgentControl]:
+    """``astara appliance serve --empty`` on the layout's socket; ended by its pid after."""
+    if not layout.token.exists():
+        layout.token.touch(mode=0o600)
+        layout.token.write_text(secrets.token_urlsafe(32) + "\n")
+    layout.agent_state.mkdir(mode=0o755, parents=True, exist_ok=True)
+    layout.agent_state.chmod(0o755)  # dnsmasq reads its files there after dropping root
+    layout.control.unlink(missing_ok=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "astara.cli.main",
+        "appliance",
+        "serve",
+        "--empty",
+        "--control-socket",
+        str(layout.control),
+        "--state-dir",
+        str(layout.agent_state),
+        "--token-file",
+        str(layout.token),
+    ]
+    with layout.agent_log.open("ab") as output:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + AGENT_START_TIMEOUT
+        while not layout.control.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(
+                    f"astara: the appliance agent did not start; see {layout.agent_log}"
+                )
+            time.sleep(0.05)
+        yield AgentControl(layout.control)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def _provider(args: argparse.Namespace, agent: AgentControl) -> NetnsProvider:
+    try:
+        local = ipaddress.ip_address(args.vxlan_local)
+    except ValueError as exc:
+        raise SystemExit(f"astara: --vxlan-local: {exc}") from None
+    fabric = Fabric(prefix=args.fabric_prefix, vxlan=VxlanUnderlay(local=local))
+    return NetnsProvider(
+        fabric=fabric,
+        agent=agent,
+        prefix=args.netns_prefix,
+        mgmt_bridge=args.mgmt_bridge,
+        mgmt_prefix=args.mgmt_prefix,
+    )
+
+
+async def _ip(*argv: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "ip", *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(argv)}: {err.decode(errors='replace').strip()}")
+
+
+async def _management_bridge(provider: NetnsProvider) -> None:
+    """The management bridge with the host's address, as the provider makes it (idempotent)."""
+    bridge = provider.mgmt_bridge
+    if not Path("/sys/class/net", bridge).exists():
+        await _ip("link", "add", bridge, "type", "bridge")
+    await _ip("link", "set", bridge, "up")
+    await _ip("-6", "addr", "replace", str(provider.host_address), "dev", bridge, "nodad")
+
+
+# -- up ------------------------------------------------------------------------------------
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves the signals to ``up`` (it serves several on one loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _served(app: Any, name: str, **where: Any) -> AsyncIterator[uvicorn.Server]:
+    """``app`` served by uvicorn as a task until the block ends."""
+    config = uvicorn.Config(app, log_level="warning", log_config=None, **where)
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(), name=name)
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError(f"{name} stopped while starting")
+            await asyncio.sleep(0.05)
+        yield server
+    finally:
+        server.should_exit = True
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _run_up(args: argparse.Namespace, layout: Layout, agent: AgentControl) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    bus = EmbeddedBus()
+    provider = _provider(args, agent)
+    settings = NetworkSettings(
+        host=args.host, port=args.port, db_url=f"sqlite:///{layout.database}"
+    )
+    app, service = build_app(settings, bus=bus)
+    url = f"http://{args.host}:{args.port}"
+    appliance = ApplianceClient(token=layout.token.read_text().strip())
+    metadata_client = neutron_client(url=url, headers=noauth_admin_headers())
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(
+                _served(app, "network-api", host=args.host, port=args.port)
+            )
+            print(f"network API    {url}  (database {layout.database})", flush=True)
+            metadata: tuple[ipaddress.IPv6Address, int] | None = None
+            orchestrator = Orchestrator(
+                bus=bus,
+                network_url=url,
+                provider=provider,
+                appliance=appliance,
+                settings=OrchestratorSettings(
+                    management_prefixlen=provider.mgmt_prefix.prefixlen,
+                    metadata=(provider.host_address.ip, args.metadata_port)
+                    if args.metadata_port
+                    else None,
+                ),
+            )
+            if args.metadata_port:
+                await _management_bridge(provider)
+                metadata = (provider.host_address.ip, args.metadata_port)
+                meta_app = create_metadata_app(
+                    lookup=HttpInstanceLookup(client=metadata_client),
+                    appliances=lambda peer: peer in orchestrator.appliance_addresses(),
+                    nova=None,
+                    secret=None,
+                )
+                await stack.enter_async_context(
+                    _served(meta_app, "metadata", host=str(metadata[0]), port=metadata[1])
+                )
+            print(f"appliance agent {layout.control}  (log {layout.agent_log})", flush=True)
+            print(
+                f"appliances     namespaces {args.netns_prefix}*, management bridge"
+                f" {args.mgmt_bridge} ({provider.host_address}), fabric links"
+                f" {args.fabric_prefix}*",
+                flush=True,
+            )
+            if metadata is not None:
+                print(f"metadata       http://[{metadata[0]}]:{metadata[1]}", flush=True)
+            print("ready; Ctrl-C stops (appliances keep running)", flush=True)
+            running = asyncio.create_task(orchestrator.run(), name="orchestrator")
+            stopping = asyncio.create_task(stop.wait(), name="stop")
+            await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            await orchestrator.close()
+            await running
+    finally:
+        await metadata_client.aclose()
+        await appliance.aclose()
+        await bus.close()
+        provider.fabric.close()
+        service.db.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    print("stopped", flush=True)
+
+
+def _quiet_httpx() -> None:
+    """One line per HTTP request is for debugging only."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _up(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        print("astara: astara up needs root (namespaces, bridges)", file=sys.stderr)
+        return 1
+    _quiet_httpx()
+    layout = Layout(args.state_dir)
+    layout.root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    layout.root.chmod(0o755)
+    with _agent(layout) as agent:
+        asyncio.run(_run_up(args, layout, agent))
+    return 0
+
+
+# -- down ----------------------------------------------------------------------------------
+async def _run_down(args: argparse.Namespace, agent: AgentControl) -> list[str]:
+    provider = _provider(args, agent)
+    removed: list[str] = []
+    try:
+        for instance in await provider.list():
+            if instance.management_address is not None:
+                # served again, so that removing it stops its dnsmasq and bird
+                with contextlib.suppress(Exception):
+                    await agent.add(netns=instance.name, listen=instance.management_address)
+            await provider.destroy(router_id=instance.router_id)
+            removed.append(f"appliance {instance.name} (router {instance.router_id})")
+        if Path("/sys/class/net", args.mgmt_bridge).exists():
+            await _ip("link", "del", args.mgmt_bridge)
+            removed.append(f"management bridge {args.mgmt_bridge}")
+        for network in await provider.fabric.networks():
+            await provider.fabric.remove_network(network.network_id)
+            removed.append(f"fabric network {network.network_id}")
+    finally:
+        provider.fabric.close()
+    return removed
+
+
+def _down(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        print("astara: astara down needs root (namespaces, bridges)", file=sys.stderr)
+        return 1
+    _quiet_httpx()
+    layout = Layout(args.state_dir)
+    layout.root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    with _agent(layout) as agent:
+        removed = asyncio.run(_run_down(args, agent))
+    shutil.rmtree(layout.root, ignore_errors=True)
+    removed.append(f"state directory {layout.root}")
+    for line in removed:
+        print(f"removed {line}", flush=True)
+    return 0

@@ -1,0 +1,211 @@
+"""``astara up`` end to end: a router made through the API becomes an appliance that serves DHCP.
+
+``astara up`` runs as a subprocess (ended by its pid), isolated by its flags:
+appliance namespaces ``test-<run>-u-…``, fabric links ``t<run>u-…``, the
+management bridge ``t<run>umgt`` on a random ULA /64, its own API port and a
+state directory in a ``test-<run>-…`` scratch directory (so the session leak
+check sees a leaked agent or dnsmasq by its command line). Servers
+(``astara server``) use the same fabric prefix, so their namespaces are
+``t<run>u-vm-…``; this test checks those itself.
+
+What it proves: a network, a subnet and a router with an interface made
+through openstacksdk reach the orchestrator over the embedded bus; it boots
+the appliance namespace, pushes its configuration (the router's address on
+``ge1``) and publishes ACTIVE; a server on the network gets its port's
+address by DHCP from the appliance's dnsmasq and pings the router; deleting
+the router destroys the appliance; ``astara down`` removes the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from astara.providers.naming import name_candidates
+from tests.component.conftest import connect
+from tests.conftest import RUN, run_prefix
+
+pytestmark = pytest.mark.netns
+
+NETNS_PREFIX = f"{run_prefix()}-u-"
+FABRIC_PREFIX = f"t{RUN}u-"
+BRIDGE = f"t{RUN}umgt"
+ASTARA = [sys.executable, "-m", "astara.cli.main"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _namespaces(prefix: str) -> set[str]:
+    try:
+        return {n for n in os.listdir("/run/netns") if n.startswith(prefix)}
+    except FileNotFoundError:
+        return set()
+
+
+def _links() -> set[str]:
+    return {n for n in os.listdir("/sys/class/net") if n.startswith(f"t{RUN}u")}
+
+
+def _until(what: str, check: Callable[[], bool], timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{what}: not within {timeout:.0f}s; astara up said:\n" + log.read_text()[-4000:]
+            )
+        time.sleep(0.2)
+
+
+@dataclass
+class Up:
+    """A running ``astara up`` and the flags that name what it makes."""
+
+    url: str
+    flags: list[str]
+    server_flags: list[str]
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    def server(self, verb: str, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*ASTARA, "server", verb, *self.server_flags, *argv],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=90,
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        raise
+
+
+@pytest.fixture
+def up() -> Iterator[Up]:
+    """``astara up`` with this run's names; stopped by pid, then ``astara down`` after the test."""
+    work = Path(tempfile.mkdtemp(prefix=f"{run_prefix()}-"))
+    work.chmod(0o755)  # dnsmasq reads its files under the state directory after dropping root
+    port = _free_port()
+    mgmt = ipaddress.IPv6Network(f"fd00:a57c:{secrets.randbelow(0xFFFF):x}::/64")
+    flags = [
+        "--state-dir",
+        str(work / "up"),
+        "--fabric-prefix",
+        FABRIC_PREFIX,
+        "--netns-prefix",
+        NETNS_PREFIX,
+        "--mgmt-bridge",
+        BRIDGE,
+        "--mgmt-prefix",
+        str(mgmt),
+    ]
+    url = f"http://127.0.0.1:{port}"
+    server_flags = ["--url", url, "--fabric-prefix", FABRIC_PREFIX]
+    server_flags += ["--state-dir", str(work / "servers")]
+    log = work / "up.log"
+    argv = [*ASTARA, "up", *flags, "--port", str(port), "--metadata-port", str(_free_port())]
+    with log.open("wb") as output:
+        proc = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT)
+    made = Up(url, flags, server_flags, log, proc)
+    try:
+        _until("astara up ready", lambda: "ready;" in log.read_text(), 60, log)
+        yield made
+    finally:
+        try:
+            for name in ("s1",):
+                made.server("delete", name)
+            assert _stop(proc) == 0, log.read_text()[-4000:]
+            down = subprocess.run(
+                [*ASTARA, "down", *flags], capture_output=True, text=True, timeout=120, check=False
+            )
+            assert down.returncode == 0, down.stderr
+            assert not (work / "up").exists()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    assert not _namespaces(NETNS_PREFIX)
+    assert not _namespaces(FABRIC_PREFIX)
+    assert not _links()
+
+
+def _addresses(netns: str) -> set[str]:
+    out = subprocess.run(
+        ["ip", "-j", "-n", netns, "addr", "show"], capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        return set()
+    return {a["local"] for link in json.loads(out.stdout or "[]") for a in link["addr_info"]}
+
+
+def test_router_to_dhcp_and_back(up: Up) -> None:
+    sdk = connect(up.url)
+    network = sdk.network.create_network(
+        name="net",
+        provider_network_type="vxlan",
+        provider_segmentation_id=100_000 + secrets.randbelow(16_000_000),
+    )
+    subnet = sdk.network.create_subnet(
+        network_id=network.id, cidr="10.77.0.0/24", ip_version=4, gateway_ip="10.77.0.1"
+    )
+    router = sdk.network.create_router(name="r1")
+    sdk.network.add_interface_to_router(router, subnet=subnet.id)
+    netns = name_candidates(NETNS_PREFIX, router.id)[0]
+
+    # the appliance: booted, configured (the router's address on its NIC), ACTIVE
+    _until("the appliance namespace", lambda: netns in _namespaces(NETNS_PREFIX), 60, up.log)
+    _until(
+        "the router's address in the appliance",
+        lambda: "10.77.0.1" in _addresses(netns),
+        60,
+        up.log,
+    )
+    _until(
+        "router ACTIVE", lambda: sdk.network.get_router(router.id).status == "ACTIVE", 60, up.log
+    )
+
+    # a server on the network: DHCP from the appliance's dnsmasq, then a ping to the router
+    created = up.server(
+        "create", "--network", network.id, "--name", "s1", "--wait", "30", "-f", "json"
+    )
+    assert created.returncode == 0, created.stderr + up.log.read_text()[-4000:]
+    server = json.loads(created.stdout)
+    port = sdk.network.get_port(server["port_id"])
+    fixed = port.fixed_ips[0]["ip_address"]
+    assert server["addresses"] == [f"{fixed}/24"]
+    assert server["gateways"] == ["10.77.0.1"]
+    ping = up.server("exec", "s1", "--", "ping", "-c1", "-W2", "10.77.0.1")
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+
+    # and back: the server, the interface, the router; the appliance goes with the router
+    deleted = up.server("delete", "s1")
+    assert deleted.returncode == 0, deleted.stderr
+    sdk.network.remove_interface_from_router(router, subnet=subnet.id)
+    sdk.network.delete_router(router)
+    _until("the appliance destroyed", lambda: netns not in _namespaces(NETNS_PREFIX), 60, up.log)
+    assert not _namespaces(FABRIC_PREFIX)
