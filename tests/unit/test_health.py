@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -22,14 +21,7 @@ A = ResourceKey.router("a")
 B = ResourceKey.router("b")
 
 
-@pytest.fixture(autouse=True)
-async def no_leaked_tasks() -> AsyncIterator[None]:
-    """Every test ends with no task left running that it started."""
-    before = asyncio.all_tasks()
-    yield
-    await asyncio.sleep(0)
-    leaked = [t for t in asyncio.all_tasks() - before - {asyncio.current_task()} if not t.done()]
-    assert not leaked, f"tasks leaked: {leaked}"
+pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
 
 
 class FakeClient:

@@ -101,14 +101,7 @@ EXPECTED: dict[str, set[str]] = {
 SEED_AFTER = {"router.create.end.097": "ports_of_router_as_member_proj-a"}
 
 
-@pytest.fixture(autouse=True)
-async def no_leaked_tasks() -> AsyncIterator[None]:
-    """Every test ends with no task left running that it started."""
-    before = asyncio.all_tasks()
-    yield
-    await asyncio.sleep(0)
-    leaked = [t for t in asyncio.all_tasks() - before - {asyncio.current_task()} if not t.done()]
-    assert not leaked, f"tasks leaked: {leaked}"
+pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
 
 
 def _follow(world: FakeNetworkReader, note: Notification) -> None:

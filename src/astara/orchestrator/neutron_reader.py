@@ -202,23 +202,37 @@ class HttpNetworkReader:
         raise NetworkResponseError(f"GET /v2.0/ports: more than {MAX_PAGES} pages of ports")
 
     async def _get(self, url: str, params: tuple[tuple[str, str], ...] | None) -> object:
-        try:
-            response = await self._client.get(url, params=params)
-        except httpx.TransportError as exc:
-            raise NetworkUnavailableError(
-                f"the network API did not answer GET /v2.0/ports: {exc!r}"
-            ) from exc
-        status = response.status_code
-        if status >= 500 or status == 429:
-            raise NetworkUnavailableError(f"GET /v2.0/ports: the network API answered {status}")
-        if status != 200:
-            raise NetworkResponseError(
-                f"GET /v2.0/ports: the network API answered {status}: {response.text[:200]}"
-            )
+        response = await neutron_get(self._client, url, params)
         try:
             return response.json()
         except ValueError as exc:
             raise NetworkResponseError("GET /v2.0/ports: the answer is not JSON") from exc
+
+
+async def neutron_get(
+    client: httpx.AsyncClient,
+    url: str,
+    params: tuple[tuple[str, str], ...] | None,
+    *,
+    allow_404: bool = False,
+) -> httpx.Response:
+    """GET from the Neutron API, its failures sorted: NetworkUnavailableError when it did not
+    answer or answered 5xx/429 (retry), NetworkResponseError for any other refusal."""
+    path = url.split("?", 1)[0]
+    try:
+        response = await client.get(url, params=params)
+    except httpx.TransportError as exc:
+        raise NetworkUnavailableError(
+            f"the network API did not answer GET {path}: {exc!r}"
+        ) from exc
+    status = response.status_code
+    if status >= 500 or status == 429:
+        raise NetworkUnavailableError(f"GET {path}: the network API answered {status}")
+    if status != 200 and not (allow_404 and status == 404):
+        raise NetworkResponseError(
+            f"GET {path}: the network API answered {status}: {response.text[:200]}"
+        )
+    return response
 
 
 def _ports_page(body: object) -> tuple[list[Mapping[str, Any]], str | None]:

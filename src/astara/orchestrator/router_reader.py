@@ -33,7 +33,7 @@ from astara.orchestrator.neutron_reader import (
     SUBNETS_PER_REQUEST,
     NetworkReadError,
     NetworkResponseError,
-    NetworkUnavailableError,
+    neutron_get,
 )
 
 T = TypeVar("T")
@@ -301,21 +301,7 @@ class HttpRouterReader:
     async def _request(
         self, url: str, params: tuple[tuple[str, str], ...] | None
     ) -> httpx.Response:
-        path = url.split("?", 1)[0]
-        try:
-            response = await self._client.get(url, params=params)
-        except httpx.TransportError as exc:
-            raise NetworkUnavailableError(
-                f"the network API did not answer GET {path}: {exc!r}"
-            ) from exc
-        status = response.status_code
-        if status >= 500 or status == 429:
-            raise NetworkUnavailableError(f"GET {path}: the network API answered {status}")
-        if status not in (200, 404):
-            raise NetworkResponseError(
-                f"GET {path}: the network API answered {status}: {response.text[:200]}"
-            )
-        return response
+        return await neutron_get(self._client, url, params, allow_404=True)
 
 
 def _json(path: str, response: httpx.Response) -> object:
