@@ -11,7 +11,8 @@
   ``<state dir>/appliance`` and a generated token ``<state dir>/token``
   (log: ``<state dir>/agent.log``); ended by its pid on exit;
 - the netns provider and the L2 fabric (links prefixed ``--fabric-prefix``,
-  VXLAN on a loopback underlay, as ``astara server`` makes them, so routers
+  VXLAN on a loopback underlay, flat and VLAN networks on the host NICs
+  ``--uplink PHYSNET=NIC`` names, as ``astara server`` makes them, so routers
   and servers plug onto the same bridges);
 - the orchestrator (``astara.orchestrator.runner``);
 - the metadata service on the management bridge's host address, port 9697.
@@ -126,6 +127,14 @@ def _common() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="the VXLAN underlay's local address (default 127.0.0.1: one host)",
     )
+    common.add_argument(
+        "--uplink",
+        action="append",
+        default=[],
+        metavar="PHYSNET=NIC",
+        help="the host NIC of a physical network, for flat and VLAN networks (repeatable;"
+        " as astara server's)",
+    )
     return common
 
 
@@ -198,12 +207,25 @@ def _agent(layout: Layout) -> Iterator[AgentControl]:
             proc.wait(timeout=10)
 
 
+def _uplinks(values: list[str]) -> dict[str, str]:
+    """``--uplink PHYSNET=NIC`` values as the fabric's uplinks."""
+    uplinks = {}
+    for text in values:
+        physnet, sep, nic = text.partition("=")
+        if not sep or not physnet or not nic:
+            raise SystemExit(f"astara: --uplink {text!r}: expected PHYSNET=NIC")
+        uplinks[physnet] = nic
+    return uplinks
+
+
 def _provider(args: argparse.Namespace, agent: AgentControl) -> NetnsProvider:
     try:
         local = ipaddress.ip_address(args.vxlan_local)
     except ValueError as exc:
         raise SystemExit(f"astara: --vxlan-local: {exc}") from None
-    fabric = Fabric(prefix=args.fabric_prefix, vxlan=VxlanUnderlay(local=local))
+    fabric = Fabric(
+        prefix=args.fabric_prefix, uplinks=_uplinks(args.uplink), vxlan=VxlanUnderlay(local=local)
+    )
     return NetnsProvider(
         fabric=fabric,
         agent=agent,
@@ -310,6 +332,10 @@ async def _run_up(args: argparse.Namespace, layout: Layout, agent: AgentControl)
                 f" {args.fabric_prefix}*",
                 flush=True,
             )
+            uplinks = provider.fabric.layout.uplinks
+            if uplinks:
+                bound = ", ".join(f"{physnet}={nic}" for physnet, nic in sorted(uplinks.items()))
+                print(f"uplinks        {bound}", flush=True)
             if metadata is not None:
                 print(f"metadata       http://[{metadata[0]}]:{metadata[1]}", flush=True)
             print("ready; Ctrl-C stops (appliances keep running)", flush=True)
