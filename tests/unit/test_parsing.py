@@ -113,3 +113,25 @@ def test_unchanged_floating_ips_reuse_their_models() -> None:
     assert body.configuration.floating_ips[0] is old[1]
     assert body.configuration.floating_ips[1] is old[0]
     assert str(body.configuration.floating_ips[2].floating_ip) == "203.0.113.12"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (
+            lambda d: d["configuration"]["floating_ips"][0].__setitem__("fixed_ip", 1),
+            "configuration.floating_ips.0.fixed_ip",
+        ),
+        (
+            lambda d: d["configuration"].__setitem__("default_v4_gateway", 3),
+            "configuration.default_v4_gateway",
+        ),
+    ],
+)
+def test_addresses_must_be_written_as_text(mutate: Any, field: str) -> None:
+    """pydantic alone would read the number 1 as 0.0.0.1: a wrong type, refused."""
+    document = copy.deepcopy(_document())
+    mutate(document)
+    with pytest.raises(BodyInvalidError) as caught:
+        parse_body(document, None)
+    assert field in [f["field"] for f in caught.value.fields]

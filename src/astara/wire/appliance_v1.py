@@ -14,7 +14,14 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -37,6 +44,18 @@ def _ip_text(value: str) -> str:
         raise ValueError(f"{value!r} is not an IP address") from None
     return value
 
+
+def _textual(value: object) -> object:
+    """JSON gives addresses as strings; pydantic would also read ``1`` as 0.0.0.1."""
+    if isinstance(value, bool | int | float):
+        raise ValueError("must be an address written as a string")  # noqa: TRY004 -- pydantic reports ValueError only
+    return value
+
+
+# addresses and networks given in JSON as text, never as numbers
+IPAddressText = Annotated[IPAddress, BeforeValidator(_textual)]
+IPv4Text = Annotated[ipaddress.IPv4Address, BeforeValidator(_textual)]
+IPNetworkText = Annotated[IPNetwork, BeforeValidator(_textual)]
 
 # Patterns are checked by pydantic-core (Rust): a big config has thousands of these.
 Mac = Annotated[
@@ -75,15 +94,15 @@ class Interface(_Model):
 
 
 class Route(_Model):
-    destination: IPNetwork
-    nexthop: IPAddress
+    destination: IPNetworkText
+    nexthop: IPAddressText
 
 
 class Subnet(_Model):
-    cidr: IPNetwork
-    gateway_ip: IPAddress | None = None
+    cidr: IPNetworkText
+    gateway_ip: IPAddressText | None = None
     dhcp_enabled: bool = True
-    dns_nameservers: list[IPAddress] = []
+    dns_nameservers: list[IPAddressText] = []
     host_routes: list[Route] = []
     ipv6_ra_mode: Ipv6Mode | None = None
     ipv6_address_mode: Ipv6Mode | None = None
@@ -111,14 +130,14 @@ class Network(_Model):
 
 
 class FloatingIP(_Model):
-    floating_ip: ipaddress.IPv4Address
-    fixed_ip: ipaddress.IPv4Address
+    floating_ip: IPv4Text
+    fixed_ip: IPv4Text
 
 
 class Orchestrator(_Model):
     """Where the metadata proxy forwards to, over the management network."""
 
-    address: IPAddress
+    address: IPAddressText
     metadata_port: Port = 9697
 
 
@@ -127,7 +146,7 @@ class Configuration(_Model):
     static_routes: list[Route] = []
     tenant_id: str | None = None
     hostname: HostName | None = None
-    default_v4_gateway: ipaddress.IPv4Address | None = None
+    default_v4_gateway: IPv4Text | None = None
     floating_ips: list[FloatingIP] = []
     asn: Asn | None = None
     neighbor_asn: Asn | None = None
