@@ -61,16 +61,9 @@ class FloatingIPs:
             )
         fip = FloatingIP(id=new_id(), project_id=owner(ctx, body), floating_network_id=network.id)
         apply_standard(fip, body)
-        port = Port(
-            id=new_id(),
-            project_id="",
-            network_id=network.id,
-            mac_address=self.ports.unique_mac(session, network.id),
-            device_id=fip.id,
-            device_owner=FLOATING,
-            port_security_enabled=False,
+        port = self.ports.service_port(
+            session, network_id=network.id, device_id=fip.id, device_owner=FLOATING
         )
-        session.add(port)
         v4 = [
             s
             for s in network.subnets

@@ -139,6 +139,29 @@ class Ports:
             )
         return list(dict.fromkeys(asked))
 
+    def service_port(
+        self,
+        session: Session,
+        *,
+        network_id: str,
+        device_id: str,
+        device_owner: str,
+        project_id: str = "",
+    ) -> Port:
+        """A port the service makes for itself (a router's gateway or interface, a floating
+        IP's): no port security, no project unless given, added to the session."""
+        port = Port(
+            id=new_id(),
+            project_id=project_id,
+            network_id=network_id,
+            mac_address=self.unique_mac(session, network_id),
+            device_id=device_id,
+            device_owner=device_owner,
+            port_security_enabled=False,
+        )
+        session.add(port)
+        return port
+
     @staticmethod
     def unique_mac(session: Session, network_id: str) -> str:
         """A fresh ``fa:16:3e:…`` MAC; not looked up: a clash (one in 16 million per pair)

@@ -111,16 +111,9 @@ class Routers:
             router.enable_snat = bool(info.get("enable_snat", router.enable_snat))
             return
         self._clear_gateway(session, router)
-        port = Port(
-            id=new_id(),
-            project_id="",
-            network_id=network.id,
-            mac_address=self.ports.unique_mac(session, network.id),
-            device_id=router.id,
-            device_owner=GATEWAY,
-            port_security_enabled=False,
+        port = self.ports.service_port(
+            session, network_id=network.id, device_id=router.id, device_owner=GATEWAY
         )
-        session.add(port)
         fixed = info.get("external_fixed_ips")
         wanted = (
             self.ports.requested(session, network, fixed) if fixed else self.ports.defaults(network)
@@ -205,16 +198,13 @@ class Routers:
                     "Bad router request: Router interface cannot be on an external network.",
                     type="BadRequest",
                 )
-            port = Port(
-                id=new_id(),
-                project_id=router.project_id,
+            port = self.ports.service_port(
+                session,
                 network_id=subnet.network_id,
-                mac_address=self.ports.unique_mac(session, subnet.network_id),
                 device_id=router.id,
                 device_owner=INTERFACE,
-                port_security_enabled=False,
+                project_id=router.project_id,
             )
-            session.add(port)
             self.ports.allocate(session, subnet.network, port, [(subnet, subnet.gateway_ip)])
         bump(router)
         session.flush()
