@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from astara.cli.fabric_options import FabricOptionError, add_fabric_options, fabric_from_args
 from astara.cli.netclient import (
     DEFAULT_URL,
     ApiError,
@@ -45,12 +46,10 @@ from astara.cli.netclient import (
 )
 from astara.cli.resources import Output, Record, Rows, render
 from astara.fabric import (
-    Fabric,
     FabricError,
     FabricInvalidError,
     NetworkSpec,
     NetworkType,
-    VxlanUnderlay,
 )
 from astara.network.workloads import (
     DEFAULT_STATE_DIR,
@@ -77,27 +76,15 @@ COLUMNS = (
 
 
 # -- wiring --------------------------------------------------------------------------
-def _uplinks(values: list[str]) -> dict[str, str]:
-    uplinks = {}
-    for text in values:
-        physnet, sep, nic = text.partition("=")
-        if not sep or not physnet or not nic:
-            raise CommandError(f"--uplink {text!r}: expected PHYSNET=NIC")
-        uplinks[physnet] = nic
-    return uplinks
-
-
 def _with_workloads(args: argparse.Namespace, work: Callable[[Workloads], Awaitable[T]]) -> T:
     """Run ``work`` against the embedded default fabric, in one event loop."""
-    try:
-        local = ipaddress.ip_address(args.vxlan_local)
-    except ValueError as exc:
-        raise CommandError(f"--vxlan-local: {exc}") from None
-    uplinks = _uplinks(args.uplink)
 
     async def run() -> T:
-        vxlan = VxlanUnderlay(local=local)
-        async with Fabric(prefix=args.fabric_prefix, uplinks=uplinks, vxlan=vxlan) as fabric:
+        try:
+            made = fabric_from_args(args)
+        except FabricOptionError as exc:
+            raise CommandError(str(exc)) from None
+        async with made as fabric:
             workloads = Workloads(
                 fabric=fabric, prefix=args.fabric_prefix, state_dir=args.state_dir
             )
@@ -308,19 +295,7 @@ def _common() -> argparse.ArgumentParser:
         default=DEFAULT_STATE_DIR,
         help=f"where servers are recorded (default {DEFAULT_STATE_DIR})",
     )
-    host.add_argument(
-        "--uplink",
-        action="append",
-        default=[],
-        metavar="PHYSNET=NIC",
-        help="the host NIC of a physical network, for flat and VLAN networks (repeatable)",
-    )
-    host.add_argument(
-        "--vxlan-local",
-        default="127.0.0.1",
-        metavar="ADDRESS",
-        help="the VXLAN underlay's local address (default 127.0.0.1: one host)",
-    )
+    add_fabric_options(host)
     common.add_argument(
         "-f", "--format", choices=("table", "json"), default="table", help="output (default table)"
     )

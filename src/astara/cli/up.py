@@ -51,7 +51,7 @@ from typing import Any
 import uvicorn
 
 from astara.bus.embedded import EmbeddedBus
-from astara.fabric import Fabric, VxlanUnderlay
+from astara.cli.fabric_options import FabricOptionError, add_fabric_options, fabric_from_args
 from astara.network.server import build_app
 from astara.orchestrator.appliance_client import ApplianceClient
 from astara.orchestrator.metadata import DEFAULT_PORT as METADATA_PORT
@@ -121,20 +121,7 @@ def _common() -> argparse.ArgumentParser:
         default=DEFAULT_MGMT_PREFIX,
         help=f"the management network, an IPv6 /64 (default {DEFAULT_MGMT_PREFIX})",
     )
-    common.add_argument(
-        "--vxlan-local",
-        default="127.0.0.1",
-        metavar="ADDRESS",
-        help="the VXLAN underlay's local address (default 127.0.0.1: one host)",
-    )
-    common.add_argument(
-        "--uplink",
-        action="append",
-        default=[],
-        metavar="PHYSNET=NIC",
-        help="the host NIC of a physical network, for flat and VLAN networks (repeatable;"
-        " as astara server's)",
-    )
+    add_fabric_options(common)
     return common
 
 
@@ -207,25 +194,11 @@ def _agent(layout: Layout) -> Iterator[AgentControl]:
             proc.wait(timeout=10)
 
 
-def _uplinks(values: list[str]) -> dict[str, str]:
-    """``--uplink PHYSNET=NIC`` values as the fabric's uplinks."""
-    uplinks = {}
-    for text in values:
-        physnet, sep, nic = text.partition("=")
-        if not sep or not physnet or not nic:
-            raise SystemExit(f"astara: --uplink {text!r}: expected PHYSNET=NIC")
-        uplinks[physnet] = nic
-    return uplinks
-
-
 def _provider(args: argparse.Namespace, agent: AgentControl) -> NetnsProvider:
     try:
-        local = ipaddress.ip_address(args.vxlan_local)
-    except ValueError as exc:
-        raise SystemExit(f"astara: --vxlan-local: {exc}") from None
-    fabric = Fabric(
-        prefix=args.fabric_prefix, uplinks=_uplinks(args.uplink), vxlan=VxlanUnderlay(local=local)
-    )
+        fabric = fabric_from_args(args)
+    except FabricOptionError as exc:
+        raise SystemExit(f"astara: {exc}") from None
     return NetnsProvider(
         fabric=fabric,
         agent=agent,
