@@ -1,7 +1,9 @@
-"""The message bus between the parts: one interface (``Bus``), embedded and (later) AMQP transports.
+"""The message bus between the parts: one interface (``Bus``), embedded and AMQP transports.
 
 ``base`` defines the interface and its errors, ``topic`` the AMQP routing
-rules, ``embedded`` the in-process transport, ``transports`` the choice by URL.
+rules, ``embedded`` the in-process transport, ``amqp`` RabbitMQ (imported
+only by ``bus_from_url`` for an AMQP URL, or explicitly: aio-pika costs a
+quarter second to import), ``transports`` the choice by URL.
 Bodies are opaque bytes here; their format lives in ``astara.wire``.
 """
 

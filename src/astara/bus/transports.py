@@ -6,12 +6,14 @@ first use, so this stays synchronous and cheap.
 
 Known URLs:
 
-=================================  ===================================================
-``embedded://``                    in-process bus (default); ``?max_pending=N`` bounds
-                                   each subscription's queue (default 1024)
-``amqp://``, ``amqps://``,         RabbitMQ — not yet: comes with the orchestrator step
-``rabbit://``
-=================================  ===================================================
+==========================================  ==========================================
+``embedded://``                             in-process bus (default); ``?max_pending=N``
+                                            bounds each subscription's queue (default 1024)
+``rabbit://user:pass@host:port/vhost``,     RabbitMQ (``astara.bus.amqp``), oslo.messaging's
+``amqp://…``, ``amqps://…`` (TLS)           URL form; options ``?queue=NAME&prefetch=N&``
+                                            ``durable=true&max_length=N&exchange_durable=``
+                                            ``false&timeout=S&reconnect_interval=S``
+==========================================  ==========================================
 
 Invariant: an error never echoes the URL itself, which for AMQP carries a
 password; it names the scheme or the offending option only.
@@ -26,7 +28,7 @@ from astara.bus.embedded import EmbeddedBus
 
 DEFAULT_BUS_URL = "embedded://"
 
-_LATER = frozenset({"amqp", "amqps", "rabbit"})
+_AMQP = frozenset({"amqp", "amqps", "rabbit"})
 
 
 def bus_from_url(url: str) -> Bus:
@@ -40,12 +42,14 @@ def bus_from_url(url: str) -> Bus:
         if parts.netloc or parts.path.strip("/"):
             raise InvalidBusUrlError("embedded:// takes no host or path, only ?max_pending=N")
         return EmbeddedBus(max_pending=_max_pending(parts.query))
-    if scheme in _LATER:
-        raise InvalidBusUrlError(
-            f"{scheme}:// (RabbitMQ) comes with the orchestrator step; use embedded:// for now"
-        )
+    if scheme in _AMQP:
+        from astara.bus.amqp import AmqpBus  # aio-pika is imported only by those who use it
+
+        return AmqpBus.from_url(url)
     shown = f"{scheme}://" if scheme else "a URL without a scheme"
-    raise InvalidBusUrlError(f"unknown bus transport {shown}; known: embedded://")
+    raise InvalidBusUrlError(
+        f"unknown bus transport {shown}; known: embedded://, rabbit://, amqp://, amqps://"
+    )
 
 
 def _max_pending(query: str) -> int:
