@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -203,3 +204,41 @@ class Lab:
             self.sh(["ip", "netns", "del", ns], check=False)
             shutil.rmtree(NETNS_ETC / ns, ignore_errors=True)
         self.namespaces.clear()
+
+
+def kill_namespace(name: str, *, timeout: float = 10.0) -> list[int]:
+    """Crash the appliance in namespace ``name`` the way a dying VM goes: abruptly, all at once.
+
+    Every link in it but ``lo`` is deleted (a veth takes its peer with it,
+    so its ports leave their bridges), every process running in it is
+    SIGKILLed (by the pids ``ip netns pids`` lists: its dnsmasq, bird,
+    haproxy, which an agent started for it), then the namespace's name is
+    deleted. A socket another process holds in it (the agent's listener)
+    keeps the kernel's namespace alive, but with no link it carries nothing.
+    Returns the pids killed. Meant for fault tests and benchmarks only.
+    """
+    shown = subprocess.run(
+        ["ip", "-j", "-n", name, "link", "show"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=timeout,
+    )
+    for link in json.loads(shown.stdout or "[]"):
+        ifname = str(link.get("ifname", ""))
+        if ifname and ifname != "lo":
+            subprocess.run(
+                ["ip", "-n", name, "link", "del", ifname],
+                capture_output=True,
+                check=False,
+                timeout=timeout,
+            )
+    listed = subprocess.run(
+        ["ip", "netns", "pids", name], capture_output=True, text=True, check=False, timeout=timeout
+    )
+    pids = [int(p) for p in listed.stdout.split() if p.isdigit()]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    subprocess.run(["ip", "netns", "del", name], capture_output=True, check=True, timeout=timeout)
+    return pids

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from astara.appliance.api.app import bind_router, create_app
 from astara.appliance.errors import ApplianceError, NotFoundError
 from astara.appliance.plan import IPAddress
 from astara.appliance.router import Router
-from astara.appliance.system.netns import Netns
+from astara.appliance.system.netns import NETNS_RUN_DIR, Netns
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class Appliance:
     port: int
     server: uvicorn.Server
     sock: socket.socket
+    #: (st_dev, st_ino) of the namespace when it was added: a name made anew has others
+    identity: tuple[int, int] | None = None
 
     def describe(self) -> dict[str, Any]:
         return {"netns": self.netns.name, "address": str(self.address), "port": self.port}
@@ -94,6 +97,17 @@ async def _serve_socket(app: Any, sock: socket.socket) -> uvicorn.Server:
     return server
 
 
+def _identity(name: str | None) -> tuple[int, int] | None:
+    """Which namespace ``name`` is now: (device, inode) of its mount; None for our own or none."""
+    if name is None:
+        return None
+    try:
+        found = os.stat(Path(NETNS_RUN_DIR, name))
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 class ApplianceServer:
     """The set of appliances this agent serves."""
 
@@ -107,8 +121,16 @@ class ApplianceServer:
     async def add(self, name: str | None, listen: IPAddress | None = None) -> Appliance:
         """Serve the namespace ``name`` (None: our own); idempotent for a served one."""
         async with self._lock:
-            if name in self.appliances:
-                return self.appliances[name]
+            served = self.appliances.get(name)
+            if served is not None:
+                if served.identity == _identity(name):
+                    return served
+                # the namespace was deleted (a crash, an operator) and a new one took its
+                # name: the old listener serves a namespace nobody can reach any more
+                log.warning("namespace %s was made anew: serving the new one", served.netns.label)
+                del self.appliances[name]
+                with contextlib.suppress(ApplianceError, OSError):
+                    await self._close(served, stop_services=True)
             netns = Netns(name)
             if not netns.exists():
                 raise NotFoundError(f"network namespace {name!r} does not exist")
@@ -128,7 +150,9 @@ class ApplianceServer:
             except BaseException:
                 router.links.close()
                 raise
-            appliance = Appliance(netns, router, address, self.port, server, sock)
+            appliance = Appliance(
+                netns, router, address, self.port, server, sock, identity=_identity(name)
+            )
             self.appliances[name] = appliance
             log.info("serving %s on [%s]:%s", netns.label, address, self.port)
             return appliance

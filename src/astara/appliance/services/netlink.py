@@ -322,17 +322,22 @@ class _Converger:
                 continue
             # a NIC the plan no longer names loses the addresses the previous plan gave it
             ifindex = await self._index(ifname)
+            if ifindex is None:
+                if ifname in new:
+                    raise ApplyError("netlink", f"no interface named {ifname!r}")
+                continue  # unplugged: the NIC is gone, and its addresses with it
             await self._addresses(
                 ifindex, old.get(ifname, set()), new.get(ifname, set()), tolerant=True
             )
         await self._route_diff(before.routes, after.routes)
         return self.change
 
-    async def _index(self, ifname: str) -> int:
+    async def _index(self, ifname: str) -> int | None:
+        """The NIC's index; None if there is no such NIC (any more)."""
         if ifname in self.indexes:
             return self.indexes[ifname]
         found = await self.ipr.link_lookup(ifname=ifname)
-        return int(found[0])
+        return int(found[0]) if found else None
 
     async def _link(self, msg: Any, mtu: int | None, up: bool) -> None:
         ifname = _attr(msg, "IFLA_IFNAME")
