@@ -27,7 +27,7 @@ from astara.domain.lifecycle import (
 BOOT_TIMEOUT = 120.0
 NOW = 1_000.0
 WANTED = frozenset({"port-ext", "port-a"})
-DOC = Path(__file__).parents[2] / "docs" / "state-machine.md"
+DOC = Path(__file__).parents[2] / "ARCHITECTURE.md"
 
 CONVERGED = Observation(
     now=NOW,
@@ -269,12 +269,12 @@ def test_a_router_that_never_boots_ends_in_error_and_keeps_retrying() -> None:
     assert record.failures == 0
 
 
-# The drawing in docs/state-machine.md must be the table.
+# The drawing in ARCHITECTURE.md must be the table.
 
 
 def _between(text: str, name: str) -> str:
     match = re.search(rf"<!-- {name}:begin -->\n(.*?)<!-- {name}:end -->", text, re.S)
-    assert match, f"docs/state-machine.md lost its {name} markers"
+    assert match, f"ARCHITECTURE.md lost its {name} markers"
     return match.group(1)
 
 

@@ -16,6 +16,7 @@ from astara.domain.breaker import CircuitBreaker
 from astara.domain.lifecycle import Action, ApiStatus, State
 from astara.orchestrator.appliance_client import ApplianceUnreachable
 from astara.orchestrator.reconcile import (
+    MIN_POLL_DELAY,
     MemoryStateStore,
     RouterReconciler,
     Segment,
@@ -128,6 +129,8 @@ class FakeAppliance:
     error: Exception | None = None
     config: ConfigurationBody | None = None
     puts: list[ConfigurationBody] = field(default_factory=list)
+    #: accept PUTs but keep the old configuration (an appliance whose apply never takes)
+    deaf: bool = False
 
     async def status(self, address: object) -> Status:
         if not self.answering:
@@ -141,6 +144,8 @@ class FakeAppliance:
 
     async def put_config(self, address: object, body: ConfigurationBody) -> ConfigurationBody:
         self.puts.append(body)
+        if self.deaf and self.config is not None:
+            return self.config  # it answers with what it runs: the old configuration
         self.config = body
         return body
 
@@ -229,22 +234,42 @@ async def test_a_new_router_boots_waits_for_its_agent_is_configured_and_active()
     instance = await world.provider.get(router_id=ROUTER)
     assert instance is not None
     assert instance.macs == {GATEWAY.mac_address, IFACE_A.mac_address}
-    assert world.requeued[-1] == (KEY, 2.0)
+    assert world.requeued[-1] == (KEY, MIN_POLL_DELAY)  # the agent may answer at once
 
-    world.now += 10
+    world.now += 1
     assert await world.step() is Action.WAIT  # the agent is not up yet
-    assert world.requeued[-1] == (KEY, 2.0)
+    assert world.requeued[-1] == (KEY, 0.5)  # half the time since the boot
+    world.now += 9
+    assert await world.step() is Action.WAIT
+    assert world.requeued[-1] == (KEY, 2.0)  # never longer than poll_delay
 
     world.appliance.answering = True
+    requeues = len(world.requeued)
     assert await world.step() is Action.CONFIGURE
     assert world.appliance.puts == [await world.built()]
-    assert world.requeued[-1] == (KEY, 0.5)  # soon: verify it took
+    # the appliance answered the PUT with the configuration wanted: ACTIVE at once
+    assert await world.state() is State.ACTIVE
+    assert world.statuses() == ["BUILD", "ACTIVE"]
+    assert len(world.requeued) == requeues  # converged: no verifying look
 
-    requeues = len(world.requeued)
     assert await world.step() is Action.NOTHING
     assert await world.state() is State.ACTIVE
     assert world.statuses() == ["BUILD", "ACTIVE"]
-    assert len(world.requeued) == requeues  # converged: no requeue
+    assert len(world.requeued) == requeues
+
+
+async def test_a_change_that_never_takes_is_retried_on_the_settle_delay_not_in_a_spin() -> None:
+    world = World()
+    await world.converge()
+    world.appliance.deaf = True
+    built = await world.built()
+    stale = built.configuration.model_copy(update={"hostname": "stale"})
+    world.appliance.config = built.model_copy(update={"configuration": stale})
+    assert await world.step() is Action.CONFIGURE
+    assert world.requeued[-1] == (KEY, 0.0)  # the first push of a change: verified at once
+    for _ in range(3):
+        assert await world.step() is Action.CONFIGURE
+        assert world.requeued[-1] == (KEY, 0.5)  # not taken: no faster than settle_delay
 
 
 async def test_nothing_changed_is_nothing_and_no_status_published() -> None:

@@ -43,21 +43,28 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy
 import uvicorn
 
 from astara.bus.embedded import EmbeddedBus
 from astara.cli.fabric_options import FabricOptionError, add_fabric_options, fabric_from_args
 from astara.network.server import build_app
+from astara.orchestrator.admin import DEFAULT_PORT as ADMIN_PORT
+from astara.orchestrator.admin import create_admin_app
 from astara.orchestrator.appliance_client import ApplianceClient
+from astara.orchestrator.control_store import ControlStore
+from astara.orchestrator.health import DEFAULT_PERIOD
+from astara.orchestrator.logcontext import ResourceFilter
 from astara.orchestrator.metadata import DEFAULT_PORT as METADATA_PORT
 from astara.orchestrator.metadata import HttpInstanceLookup, create_metadata_app
 from astara.orchestrator.neutron_reader import neutron_client, noauth_admin_headers
-from astara.orchestrator.runner import Orchestrator, OrchestratorSettings
+from astara.orchestrator.reconcile import DEFAULT_BOOT_TIMEOUT, DEFAULT_MAX_FAILURES
+from astara.orchestrator.runner import Orchestrator, OrchestratorSettings, netns_present
 from astara.providers.agent_control import AgentControl
 from astara.providers.netns import NetnsProvider
 from astara.settings import NetworkSettings
@@ -94,6 +101,14 @@ class Layout:
     @property
     def agent_log(self) -> Path:
         return self.root / "agent.log"
+
+    @property
+    def admin_token(self) -> Path:
+        return self.root / "admin-token"
+
+    @property
+    def orchestrator_db(self) -> Path:
+        return self.root / "orchestrator.db"
 
 
 # -- registration ----------------------------------------------------------------------
@@ -140,6 +155,36 @@ def register(parts: Any) -> None:
         default=METADATA_PORT,
         help=f"the metadata service's port on the management bridge ({METADATA_PORT}; 0: none)",
     )
+    up.add_argument(
+        "--boot-timeout",
+        type=float,
+        default=DEFAULT_BOOT_TIMEOUT,
+        help=f"seconds an appliance may stay silent after it booted ({DEFAULT_BOOT_TIMEOUT:.0f})",
+    )
+    up.add_argument(
+        "--max-failures",
+        type=int,
+        default=DEFAULT_MAX_FAILURES,
+        help=f"failures in a row after which a router is ERROR ({DEFAULT_MAX_FAILURES})",
+    )
+    up.add_argument(
+        "--health-period",
+        type=float,
+        default=DEFAULT_PERIOD,
+        help=f"seconds between two health probes of every appliance ({DEFAULT_PERIOD:.0f})",
+    )
+    up.add_argument(
+        "--admin-port",
+        type=int,
+        default=ADMIN_PORT,
+        help=f"the orchestrator's admin API port on 127.0.0.1 ({ADMIN_PORT}; 0: none)",
+    )
+    up.add_argument(
+        "--orchestrator-db",
+        default=None,
+        help="the orchestrator's database, a SQLAlchemy URL"
+        " (default sqlite:///<state dir>/orchestrator.db)",
+    )
     up.set_defaults(handler=_up)
     down = parts.add_parser(
         "down", parents=[common], help="remove the appliances, bridges and state of astara up"
@@ -147,13 +192,19 @@ def register(parts: Any) -> None:
     down.set_defaults(handler=_down)
 
 
+def _token_file(path: Path) -> str:
+    """The token in ``path``, generated first (mode 0600) if the file does not exist."""
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip()
+
+
 # -- the agent subprocess --------------------------------------------------------------
 @contextlib.contextmanager
 def _agent(layout: Layout) -> Iterator[AgentControl]:
     """``astara appliance serve --empty`` on the layout's socket; ended by its pid after."""
-    if not layout.token.exists():
-        layout.token.touch(mode=0o600)
-        layout.token.write_text(secrets.token_urlsafe(32) + "\n")
+    _token_file(layout.token)
     layout.agent_state.mkdir(mode=0o755, parents=True, exist_ok=True)
     layout.agent_state.chmod(0o755)  # dnsmasq reads its files there after dropping root
     layout.control.unlink(missing_ok=True)
@@ -253,7 +304,25 @@ async def _served(app: Any, name: str, **where: Any) -> AsyncIterator[uvicorn.Se
         await asyncio.gather(task, return_exceptions=True)
 
 
+def _control_store(url: str) -> ControlStore:
+    """The orchestrator's debug modes in the database at ``url``; SystemExit if it cannot open."""
+    try:
+        return ControlStore(url)
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
+        raise SystemExit(f"astara: the orchestrator database {url}: {exc}") from None
+
+
+async def _serve_admin(
+    stack: contextlib.AsyncExitStack, port: int, token: Path, orchestrator: Orchestrator
+) -> None:
+    """The admin API on 127.0.0.1:``port`` until ``stack`` closes; its token in ``token``."""
+    app = create_admin_app(orchestrator.operations, _token_file(token))
+    await stack.enter_async_context(_served(app, "admin-api", host="127.0.0.1", port=port))
+    print(f"admin API      http://127.0.0.1:{port}  (token {token})", flush=True)
+
+
 async def _run_up(args: argparse.Namespace, layout: Layout, agent: AgentControl) -> None:
+    control = _control_store(args.orchestrator_db or f"sqlite:///{layout.orchestrator_db}")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -279,8 +348,13 @@ async def _run_up(args: argparse.Namespace, layout: Layout, agent: AgentControl)
                 network_url=url,
                 provider=provider,
                 appliance=appliance,
+                presence=netns_present,
+                control=control,
                 settings=OrchestratorSettings(
                     management_prefixlen=provider.mgmt_prefix.prefixlen,
+                    boot_timeout=args.boot_timeout,
+                    max_failures=args.max_failures,
+                    health_period=args.health_period,
                     metadata=(provider.host_address.ip, args.metadata_port)
                     if args.metadata_port
                     else None,
@@ -311,6 +385,8 @@ async def _run_up(args: argparse.Namespace, layout: Layout, agent: AgentControl)
                 print(f"uplinks        {bound}", flush=True)
             if metadata is not None:
                 print(f"metadata       http://[{metadata[0]}]:{metadata[1]}", flush=True)
+            if args.admin_port:
+                await _serve_admin(stack, args.admin_port, layout.admin_token, orchestrator)
             print("ready; Ctrl-C stops (appliances keep running)", flush=True)
             running = asyncio.create_task(orchestrator.run(), name="orchestrator")
             stopping = asyncio.create_task(stop.wait(), name="stop")
@@ -324,6 +400,7 @@ async def _run_up(args: argparse.Namespace, layout: Layout, agent: AgentControl)
         await bus.close()
         provider.fabric.close()
         service.db.close()
+        control.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     print("stopped", flush=True)
@@ -335,11 +412,23 @@ def _quiet_httpx() -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(resource)s] %(message)s"
+
+
+def structured_logs(handlers: Iterable[logging.Handler] | None = None) -> None:
+    """Every root handler's (or ``handlers``') lines carry the resource reconciled (``-``: none)."""
+    for handler in logging.getLogger().handlers if handlers is None else handlers:
+        if not any(isinstance(f, ResourceFilter) for f in handler.filters):
+            handler.addFilter(ResourceFilter())
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+
+
 def _up(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("astara: astara up needs root (namespaces, bridges)", file=sys.stderr)
         return 1
     _quiet_httpx()
+    structured_logs()
     layout = Layout(args.state_dir)
     layout.root.mkdir(mode=0o755, parents=True, exist_ok=True)
     layout.root.chmod(0o755)

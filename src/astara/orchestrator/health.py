@@ -18,6 +18,7 @@ Invariants:
   (the provider saw the namespace or agent disappear) enqueues at once,
   resets the count and marks the outage reported: the probes' misses that
   follow do not enqueue it again until an answer ends the outage.
+- Every miss is told to ``on_miss`` (if given; the metrics count them).
 - Every probe result goes to the breaker (``record``: alive iff answered),
   stamped with ``clock()``.
 - Targets are read afresh each sweep; a key no longer there is forgotten
@@ -119,6 +120,7 @@ class HealthMonitor:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        on_miss: Callable[[ResourceKey], None] | None = None,
     ) -> None:
         if period <= 0:
             raise ValueError(f"period must be positive, not {period}")
@@ -138,6 +140,7 @@ class HealthMonitor:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self._on_miss = on_miss
         self._entries: dict[ResourceKey, _Entry] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -258,6 +261,8 @@ class HealthMonitor:
         entry.misses += 1
         entry.last_error = error
         self._breaker.record(key, alive=False, now=self._clock())
+        if self._on_miss is not None:
+            self._on_miss(key)
         log.debug("health: %s at %s missed (%d): %s", key, address, entry.misses, error)
         if entry.misses >= self._threshold and not entry.reported:
             entry.reported = True

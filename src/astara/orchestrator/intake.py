@@ -89,6 +89,8 @@ class Intake:
     tried ``attempts`` times, waiting ``backoff`` seconds, doubled each time up
     to ``max_backoff``, through ``sleep`` (inject a virtual clock's in tests).
     ``memory`` keeps ports' and floating IPs' last routers (a fresh one if None).
+    ``on_event(event_type, keys)``, if given, is told of each notification
+    resolved (before its keys are enqueued); the journal and metrics use it.
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class Intake:
         max_backoff: float = DEFAULT_MAX_BACKOFF,
         memory: LastRouters | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_event: Callable[[str, frozenset[ResourceKey]], None] | None = None,
     ) -> None:
         if attempts < 1:
             raise ValueError(f"attempts must be at least 1, not {attempts}")
@@ -113,6 +116,7 @@ class Intake:
         self._max_backoff = max_backoff
         self._memory = LastRouters() if memory is None else memory
         self._sleep = sleep
+        self._on_event = on_event
         self._subscription: Subscription | None = None
         self._running = False
         self._closed = False
@@ -178,6 +182,8 @@ class Intake:
         if keys is None:
             return
         log.debug("%s %s: %s", notification.event_type, notification.message_id, sorted(keys))
+        if self._on_event is not None:
+            self._on_event(notification.event_type, frozenset(keys))
         for key in sorted(keys):
             self._enqueue(key)
             self._stats.enqueued += 1

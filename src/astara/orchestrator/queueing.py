@@ -134,6 +134,11 @@ class WorkQueue:
         """A snapshot of the counters."""
         return dataclasses.replace(self._stats, queued=len(self._line), running=len(self._running))
 
+    @property
+    def running(self) -> frozenset[ResourceKey]:
+        """The keys being reconciled now."""
+        return frozenset(self._running)
+
     def enqueue(self, key: ResourceKey) -> None:
         """Ask for a reconcile of ``key``: now if there is room, else when its turn comes."""
         if self._closing:

@@ -15,7 +15,11 @@
    (``api_status``) through the ``StatusSink`` when it changed, and asks
    ``requeue(key, delay)`` for the next look when one is due.
 
-Nothing here loops or sleeps: the next step is always a requeue.
+Nothing here loops or sleeps: the next step is always a requeue. With a
+``journal``, each step adds one entry: a *transition* (from the remembered
+state to the decided one, the action, the reason, the step's duration
+measured with ``time.perf_counter``) or a *failure*; the router's project is
+recorded there when the router is read.
 
 What the observation means:
 
@@ -40,7 +44,9 @@ What the observation means:
 Failures: an exception from the reader, the provider, the appliance or the
 sink during a reconcile, or a ``failure`` decision, is one more consecutive
 failure in the router's ``FailureRecord``; the router is requeued after the
-record's ``retry_delay`` (capped exponential backoff) and, at
+record's ``retry_delay`` (capped exponential backoff; a ``failure`` decision
+whose action was BOOT, e.g. the appliance vanished, is looked at again on the
+boot schedule instead, so a crashed appliance is back within moments) and, at
 ``max_failures``, is ERROR with the reason (``state_after_failure``), still
 retried. Reaching ACTIVE or GONE clears the record. A failed action keeps
 the state it was tried from; a ``failure`` decision whose action succeeded
@@ -74,6 +80,7 @@ from astara.domain.lifecycle import (
     state_after_failure,
 )
 from astara.orchestrator.appliance_client import ApplianceUnreachable
+from astara.orchestrator.journal import Journal
 from astara.orchestrator.neutron_reader import (
     GATEWAY_OWNERS,
     INTERFACE_OWNERS,
@@ -82,7 +89,15 @@ from astara.orchestrator.neutron_reader import (
 )
 from astara.orchestrator.resolution import ResourceKey
 from astara.orchestrator.router_driver import IPAddress, Management, build_config
-from astara.orchestrator.router_reader import PortRecord, RouterGone, RouterReader, RouterRecord
+from astara.orchestrator.router_reader import (
+    FloatingIPRecord,
+    NetworkRecord,
+    PortRecord,
+    RouterGone,
+    RouterReader,
+    RouterRecord,
+    SubnetRecord,
+)
 from astara.providers.base import Instance, PortSpec, Provider
 from astara.wire.appliance_v1 import ConfigurationBody, Status
 
@@ -91,6 +106,7 @@ __all__ = [
     "DEFAULT_MAX_FAILURES",
     "DEFAULT_POLL_DELAY",
     "DEFAULT_SETTLE_DELAY",
+    "MIN_POLL_DELAY",
     "ApplianceAPI",
     "HttpNetworkSegments",
     "HttpStatusSink",
@@ -114,7 +130,9 @@ DEFAULT_MAX_FAILURES = 5
 DEFAULT_POLL_DELAY = 2.0
 """Seconds before looking again at a booting appliance (BOOT, WAIT)."""
 DEFAULT_SETTLE_DELAY = 0.5
-"""Seconds before verifying a step that changed something (CONFIGURE, REPLUG, REBUILD, STOP)."""
+"""Seconds before looking again after a change that has not taken yet, or a STOP."""
+MIN_POLL_DELAY = 0.02
+"""The first look after a boot: an agent registered by the boot answers at once here."""
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address | str
 
@@ -234,6 +252,41 @@ class _Seen:
     config: ConfigurationBody | None = None
 
 
+class _StepReader:
+    """A ``RouterReader`` that reads the router and its ports once per reconcile.
+
+    The observation and the configuration it builds read the same router; one
+    reconcile must see one version of it, and needs not pay for two reads.
+    """
+
+    def __init__(self, reader: RouterReader) -> None:
+        self._reader = reader
+        self._routers: dict[str, RouterRecord] = {}
+        self._ports: dict[str, Sequence[PortRecord]] = {}
+
+    async def router(self, *, router_id: str) -> RouterRecord:
+        if router_id not in self._routers:
+            self._routers[router_id] = await self._reader.router(router_id=router_id)
+        return self._routers[router_id]
+
+    async def router_ports(self, *, router_id: str) -> Sequence[PortRecord]:
+        if router_id not in self._ports:
+            self._ports[router_id] = await self._reader.router_ports(router_id=router_id)
+        return self._ports[router_id]
+
+    async def subnets(self, *, subnet_ids: Collection[str]) -> Sequence[SubnetRecord]:
+        return await self._reader.subnets(subnet_ids=subnet_ids)
+
+    async def networks(self, *, network_ids: Collection[str]) -> Sequence[NetworkRecord]:
+        return await self._reader.networks(network_ids=network_ids)
+
+    async def ports_on_subnets(self, *, subnet_ids: Collection[str]) -> Sequence[PortRecord]:
+        return await self._reader.ports_on_subnets(subnet_ids=subnet_ids)
+
+    async def floating_ips(self, *, router_id: str) -> Sequence[FloatingIPRecord]:
+        return await self._reader.floating_ips(router_id=router_id)
+
+
 class RouterReconciler:
     """Converges one router per ``reconcile`` call; see the module docstring."""
 
@@ -256,7 +309,9 @@ class RouterReconciler:
         poll_delay: float = DEFAULT_POLL_DELAY,
         settle_delay: float = DEFAULT_SETTLE_DELAY,
         orchestrator: tuple[IPAddress, int] | None = None,
+        journal: Journal | None = None,
     ) -> None:
+        self._journal = journal
         self._reader = reader
         self._provider = provider
         self._appliance = appliance
@@ -280,43 +335,97 @@ class RouterReconciler:
 
     async def step(self, key: ResourceKey) -> Decision | None:
         """One step for ``key``'s router; the decision taken, None if the reads failed."""
+        started = time.perf_counter()
         remembered = await self.store.get(key) or RouterState(
             failures=FailureRecord(max_failures=self._max_failures)
         )
         decision: Decision | None = None
         deleted = False
+        booted_at: float | None = None
         try:
-            seen = await self._observe(key, remembered.state)
+            reader = _StepReader(self._reader)  # one reconcile reads the router once
+            seen = await self._observe(key, remembered.state, reader)
             deleted = seen.observation.deleted
+            if self._journal is not None and seen.router is not None:
+                self._journal.tenant(key.id, seen.router.project_id)
+            booted_at = seen.observation.booted_at if seen.instance is not None else None
             decision = decide(remembered.state, seen.observation, boot_timeout=self._boot_timeout)
             log.debug("router %s: %s", key.id, decision.reason)
-            await self._perform(key.id, decision.action, seen)
+            applied = await self._perform(key.id, decision.action, seen, reader)
+            decision = self._confirmed(decision, seen, applied)
         except Exception as exc:  # noqa: BLE001 - every failure is retried on the backoff
             await self._failed(key, remembered, _reason(exc), deleted=deleted)
+            self._journal_step(key, remembered, decision, started, _reason(exc))
             return decision
+        failure: str | None = None
         try:
-            await self._succeeded(key, remembered, decision, deleted=deleted)
+            await self._succeeded(key, remembered, decision, deleted=deleted, booted_at=booted_at)
         except Exception as exc:  # noqa: BLE001 - the sink or the store failed: retried too
             moved = replace(remembered, state=decision.next_state)
             await self._failed(key, moved, _reason(exc), deleted=deleted)
+            failure = _reason(exc)
+        self._journal_step(key, remembered, decision, started, failure)
         return decision
+
+    def _journal_step(
+        self,
+        key: ResourceKey,
+        remembered: RouterState,
+        decision: Decision | None,
+        started: float,
+        failure: str | None,
+    ) -> None:
+        """One journal entry for the step: a transition, or a failure (with its reason)."""
+        if self._journal is None:
+            return
+        ms = (time.perf_counter() - started) * 1000.0
+        action = decision.action.value if decision is not None else None
+        if failure is not None:
+            self._journal.failure(
+                key.id, from_state=remembered.state.value, reason=failure, ms=ms, action=action
+            )
+        elif decision is not None:
+            self._journal.transition(
+                key.id,
+                from_state=remembered.state.value,
+                to_state=decision.next_state.value,
+                action=decision.action.value,
+                reason=decision.reason,
+                ms=ms,
+            )
 
     # -- outcome ------------------------------------------------------------------------
     async def _succeeded(
-        self, key: ResourceKey, remembered: RouterState, decision: Decision, *, deleted: bool
+        self,
+        key: ResourceKey,
+        remembered: RouterState,
+        decision: Decision,
+        *,
+        deleted: bool,
+        booted_at: float | None = None,
     ) -> None:
         """Keep the decided state; count a ``failure`` decision; requeue when due."""
         if decision.failure:
             record = remembered.failures.failed(decision.reason)
             state = state_after_failure(decision.next_state, in_error=record.in_error)
             await self._settle(key, remembered, state, record, deleted=deleted)
-            self._requeue(key, record.retry_delay(self._backoff) or self._settle_delay)
+            retry = record.retry_delay(self._backoff) or self._settle_delay
+            if decision.action is Action.BOOT:
+                # the appliance vanished and was booted again: the failure is counted, but
+                # the new instance is watched coming up on the boot schedule, not the backoff
+                retry = min(retry, MIN_POLL_DELAY)
+            self._requeue(key, retry)
             return
         record = remembered.failures
         if decision.next_state in (State.ACTIVE, State.GONE):
             record = record.succeeded()
         await self._settle(key, remembered, decision.next_state, record, deleted=deleted)
-        delay = self._delay_after(decision.action)
+        delay = self._delay_after(
+            decision.action,
+            remembered.state,
+            booted_at,
+            converged=decision.next_state is State.ACTIVE,
+        )
         if delay is not None:
             self._requeue(key, delay)
 
@@ -333,12 +442,40 @@ class RouterReconciler:
             log.warning("router %s: state not kept or published: %s", key.id, _reason(exc))
         self._requeue(key, record.retry_delay(self._backoff) or self._settle_delay)
 
-    def _delay_after(self, action: Action) -> float | None:
-        """When to look again after ``action`` succeeded: soon, or never (converged, gone)."""
+    def _delay_after(
+        self, action: Action, previous: State, booted_at: float | None, *, converged: bool
+    ) -> float | None:
+        """When to look again after ``action`` succeeded (None: not until something happens).
+
+        - NOTHING, or a CONFIGURE the appliance confirmed (ACTIVE): converged
+          (or gone): never.
+        - REBUILD, and the first REPLUG or CONFIGURE of a change: at once (0), since
+          the next step is known and each look is a new turn of the queue,
+          so the other routers are not held up. A REPLUG or CONFIGURE that
+          follows another of the same kind (the appliance has not taken
+          the change yet) waits ``settle_delay``: a router whose change never
+          takes cannot spin.
+        - BOOT, WAIT: the agent answers within milliseconds of a boot here and
+          within a minute for a VM, so the looks follow the boot on a geometric
+          schedule: half the time since the boot, between ``MIN_POLL_DELAY``
+          and ``poll_delay``.
+        - STOP: ``settle_delay``, to verify the instance is gone.
+        """
         if action is Action.NOTHING:
             return None
+        if action is Action.REBUILD:
+            return 0.0
+        if action is Action.REPLUG:
+            return self._settle_delay if previous is State.REPLUGGING else 0.0
+        if action is Action.CONFIGURE:
+            if converged:
+                return None  # the appliance confirmed it: nothing to verify
+            return self._settle_delay if previous is State.CONFIGURING else 0.0
         if action in (Action.BOOT, Action.WAIT):
-            return self._poll_delay
+            if booted_at is None or action is Action.BOOT:
+                return MIN_POLL_DELAY
+            age = max(0.0, self._clock() - booted_at)
+            return min(self._poll_delay, max(MIN_POLL_DELAY, age / 2))
         return self._settle_delay
 
     async def _settle(
@@ -363,14 +500,12 @@ class RouterReconciler:
         await self.store.put(key, RouterState(state, record, published))
 
     # -- observe ------------------------------------------------------------------------
-    async def _observe(self, key: ResourceKey, state: State) -> _Seen:
+    async def _observe(self, key: ResourceKey, state: State, reader: RouterReader) -> _Seen:
         now = self._clock()
         router_id = key.id
         try:
-            router = await self._reader.router(router_id=router_id)
-            ports = tuple(
-                router_ports(router, await self._reader.router_ports(router_id=router_id))
-            )
+            router = await reader.router(router_id=router_id)
+            ports = tuple(router_ports(router, await reader.router_ports(router_id=router_id)))
         except RouterGone:
             router, ports = None, ()
         instance = await self._provider.get(router_id=router_id)
@@ -387,7 +522,7 @@ class RouterReconciler:
         observed = replace(_present(base, instance), agent_answering=answering, healthy=healthy)
         if not healthy:
             return _Seen(router, ports, instance, observed)
-        wanted = await self._build(router_id)
+        wanted = await self._build(router_id, reader)
         applied = await self._appliance.get_config(_address(instance))
         observed = replace(
             observed,
@@ -411,29 +546,60 @@ class RouterReconciler:
             log.debug("router %s: the appliance reaches no upstream gateway", instance.router_id)
         return True, True
 
-    async def _build(self, router_id: str) -> ConfigurationBody:
+    async def _build(self, router_id: str, reader: RouterReader) -> ConfigurationBody:
         return await build_config(
             router_id=router_id,
-            reader=self._reader,
+            reader=reader,
             management=self._management(router_id),
             orchestrator=self._orchestrator,
         )
 
     # -- act ----------------------------------------------------------------------------
-    async def _perform(self, router_id: str, action: Action, seen: _Seen) -> None:
-        """Perform ``action``; each is idempotent, so a repeat after a crash is harmless."""
+    def _confirmed(
+        self, decision: Decision, seen: _Seen, applied: ConfigurationBody | None
+    ) -> Decision:
+        """``decision``, or ACTIVE at once if it was a CONFIGURE the appliance confirmed.
+
+        The appliance answers a PUT with the configuration it now runs; when that is
+        the one wanted and nothing else differs, the router is converged and needs
+        no verifying look (the next event or health miss brings the next one).
+        """
+        wanted = seen.observation.config_wanted
+        if decision.action is not Action.CONFIGURE or applied is None or wanted is None:
+            return decision
+        if decision.failure or config_fingerprint(applied) != wanted:
+            return decision
+        after = decide(
+            decision.next_state,
+            replace(seen.observation, config_applied=wanted),
+            boot_timeout=self._boot_timeout,
+        )
+        if after.action is not Action.NOTHING:
+            return decision
+        return Decision(
+            after.next_state, Action.CONFIGURE, f"{decision.reason}; the appliance confirmed it"
+        )
+
+    async def _perform(
+        self, router_id: str, action: Action, seen: _Seen, reader: RouterReader
+    ) -> ConfigurationBody | None:
+        """Perform ``action``; each is idempotent, so a repeat after a crash is harmless.
+
+        Returns what the appliance answered a CONFIGURE with (None for the others).
+        """
         if action is Action.BOOT:
             await self._provider.boot(router_id=router_id, ports=await self._specs(seen.ports))
         elif action is Action.CONFIGURE:
-            body = seen.config or await self._build(router_id)
+            body = seen.config or await self._build(router_id, reader)
             if seen.instance is None:
                 raise RuntimeError("CONFIGURE without an instance")
-            await self._appliance.put_config(_address(seen.instance), body)
+            return await self._appliance.put_config(_address(seen.instance), body)
         elif action is Action.REPLUG:
             await self._replug(router_id, seen)
         elif action in (Action.REBUILD, Action.STOP):
             await self._provider.destroy(router_id=router_id)
         # WAIT and NOTHING change nothing; the requeue (if any) is the caller's
+        return None
 
     async def _replug(self, router_id: str, seen: _Seen) -> None:
         plugged = seen.instance.nics if seen.instance else ()

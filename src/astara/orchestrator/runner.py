@@ -29,6 +29,19 @@ Invariants:
   has no management: the reconcile fails and is retried on the backoff.
 - The health monitor probes the management addresses of the instances that
   cache knows (read synchronously each sweep).
+- The presence watcher looks every ``presence_period`` (0.2 s) at which
+  instances exist (``presence``: by default one ``listdir`` of
+  ``/run/netns``); an instance the cache knows that is no longer there is
+  reported to the health monitor (``notice_gone``, which enqueues its
+  router at once) and forgotten, so a crashed appliance is rebuilt without
+  waiting for three missed probes.
+- Operating it (``operations.py``, served by ``admin.py``): every reconcile
+  runs with the router id in the log context (``logcontext.about``) and
+  first asks ``operations.admit``: a router in debug mode (``control``, a
+  ``ControlStore``) is skipped and journalled "held"; a router marked by
+  ``rebuild`` has its instance destroyed first, inside the same queued
+  reconcile. The journal records the intake's events, every enqueue and
+  every reconcile step; ``metrics`` (a registry of its own) counts them.
 - ``run`` returns once ``close`` was called and every part has stopped; no
   task, timer or connection is left behind.
 """
@@ -39,25 +52,35 @@ import asyncio
 import ipaddress
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import os
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
 
 from astara.bus.base import Bus
 from astara.domain.breaker import CircuitBreaker
+from astara.domain.lifecycle import Action, Decision
 from astara.orchestrator.appliance_client import Address, ApplianceClient
+from astara.orchestrator.control_store import ControlStore
 from astara.orchestrator.health import DEFAULT_PERIOD, HealthMonitor
 from astara.orchestrator.intake import Intake
+from astara.orchestrator.journal import Journal
+from astara.orchestrator.logcontext import about
+from astara.orchestrator.metrics import Metrics
 from astara.orchestrator.neutron_reader import (
     HttpNetworkReader,
     neutron_client,
     noauth_admin_headers,
 )
+from astara.orchestrator.operations import Operations, noting
 from astara.orchestrator.queueing import DEFAULT_CONCURRENCY, ShardFilter, WorkQueue
 from astara.orchestrator.reconcile import (
     DEFAULT_BOOT_TIMEOUT,
+    DEFAULT_MAX_FAILURES,
     DEFAULT_POLL_DELAY,
     DEFAULT_SETTLE_DELAY,
     HttpNetworkSegments,
@@ -74,6 +97,7 @@ __all__ = [
     "Orchestrator",
     "OrchestratorSettings",
     "netns_management_mac",
+    "netns_present",
 ]
 
 log = logging.getLogger(__name__)
@@ -82,6 +106,11 @@ SWEEP_RETRY = 1.0
 """Seconds between two tries of the startup sweep while the network API does not answer."""
 MAX_SWEEP_RETRY = 10.0
 """The longest wait between two tries of the startup sweep."""
+_CHANGES_INSTANCE = frozenset({Action.BOOT, Action.REBUILD, Action.STOP})
+"""Actions after which the runner reads the router's instance again (management, health)."""
+PRESENCE_PERIOD = 0.2
+"""Seconds between two looks of the presence watcher."""
+NETNS_DIR = "/run/netns"
 DRAIN_TIMEOUT = 10.0
 """Seconds ``close`` lets running reconciles finish before cancelling them."""
 
@@ -99,6 +128,8 @@ class OrchestratorSettings:
     health_period: float = DEFAULT_PERIOD
     #: seconds an agent may stay silent after its instance booted
     boot_timeout: float = DEFAULT_BOOT_TIMEOUT
+    #: consecutive failures after which a router is ERROR (still retried on the backoff)
+    max_failures: int = DEFAULT_MAX_FAILURES
     #: seconds before looking again at a booting appliance
     poll_delay: float = DEFAULT_POLL_DELAY
     #: seconds before verifying a step that changed something
@@ -109,6 +140,14 @@ class OrchestratorSettings:
     management_prefixlen: int = 64
     #: where appliances reach the metadata service (pushed in their configuration)
     metadata: tuple[IPAddress, int] | None = None
+
+
+def netns_present() -> Collection[str]:
+    """The names of the network namespaces that exist now (one ``listdir``)."""
+    try:
+        return frozenset(os.listdir(NETNS_DIR))
+    except FileNotFoundError:
+        return frozenset()
 
 
 async def netns_management_mac(instance: Instance) -> str | None:
@@ -145,7 +184,8 @@ class Orchestrator:
     ``appliance`` is shared by the reconciler and the health monitor; the
     caller owns it. ``management_mac`` reads an instance's ``ge0`` MAC;
     ``adopt`` re-registers an instance found at start (None: ``provider.boot``
-    with no ports).
+    with no ports). ``presence`` names the instances that exist now (None: no
+    presence watcher; the health probes notice a vanished appliance).
     """
 
     def __init__(
@@ -159,14 +199,25 @@ class Orchestrator:
         management_mac: Callable[[Instance], Awaitable[str | None]] = netns_management_mac,
         adopt: Callable[[Instance], Awaitable[object]] | None = None,
         headers: Mapping[str, str] | None = None,
+        presence: Callable[[], Collection[str]] | None = None,
+        journal: Journal | None = None,
+        control: ControlStore | None = None,
     ) -> None:
         self.settings = settings or OrchestratorSettings()
+        self.journal = journal if journal is not None else Journal()
+        self.metrics = Metrics(states=self.journal.states)
+        self.journal.listen(self.metrics.observe)
         self._provider = provider
         self._management_mac = management_mac
         self._adopt = adopt
         self._client = neutron_client(
             url=network_url, headers=headers if headers is not None else noauth_admin_headers()
         )
+        self._presence = presence
+        self._identities: dict[str, tuple[str, datetime | None]] = {}
+        """Router id -> (name, boot time) of the instance its management was read from."""
+        self._names: dict[str, str] = {}
+        """Router id -> the name of its instance, for the presence watcher."""
         self._managements: dict[str, Management] = {}
         self._addresses: dict[str, Address] = {}
         self._timers: dict[ResourceKey, asyncio.TimerHandle] = {}
@@ -178,6 +229,7 @@ class Orchestrator:
             window_seconds=self.settings.breaker_window
         )
         self.reconciler = RouterReconciler(
+            journal=self.journal,
             reader=HttpRouterReader(client=self._client),
             provider=provider,
             appliance=appliance,
@@ -187,6 +239,7 @@ class Orchestrator:
             requeue=self._requeue,
             store=MemoryStateStore(),
             boot_timeout=self.settings.boot_timeout,
+            max_failures=self.settings.max_failures,
             breaker=breaker,
             poll_delay=self.settings.poll_delay,
             settle_delay=self.settings.settle_delay,
@@ -194,9 +247,13 @@ class Orchestrator:
         )
         self.queue = WorkQueue(reconcile=self._reconcile, concurrency=self.settings.concurrency)
         self._shard = ShardFilter(index=self.settings.shard_index, shards=self.settings.shards)
-        self._enqueue = self._shard.wrap(self.queue.enqueue)
+        self._enqueue = self._shard.wrap(noting(self.journal, self.queue.enqueue))
         self.intake = Intake(
-            bus=bus, reader=HttpNetworkReader(client=self._client), enqueue=self._enqueue
+            bus=bus,
+            reader=HttpNetworkReader(client=self._client),
+            enqueue=self._enqueue,
+            # a lambda: ``operations`` is made below, once the health monitor exists
+            on_event=lambda event_type, keys: self.operations.on_event(event_type, keys),  # noqa: PLW0108
         )
         self.health = HealthMonitor(
             client=appliance,
@@ -204,6 +261,26 @@ class Orchestrator:
             enqueue=self._enqueue,
             breaker=breaker,
             period=self.settings.health_period,
+            clock=time.time,  # the reconciler's clock: the breaker compares their times
+            on_miss=self.metrics.health_miss,
+        )
+        self.operations = Operations(
+            journal=self.journal,
+            control=control,
+            metrics=self.metrics,
+            store=self.reconciler.store,
+            provider=provider,
+            health=self.health.health,
+            enqueue=self._enqueue,
+            keeps=self._shard.keeps,
+            requeue=self._requeue,
+            router_ids=self._router_ids,
+            reader=HttpRouterReader(client=self._client),
+            running=lambda: self.queue.running,
+            queued=lambda: self.queue.stats.queued,
+            shard=self.settings.shard_index,
+            shards=self.settings.shards,
+            concurrency=self.settings.concurrency,
         )
 
     # -- what the parts ask ------------------------------------------------------------------
@@ -241,11 +318,17 @@ class Orchestrator:
         if key.kind is not ResourceKind.ROUTER:
             log.debug("no reconciler for %s", key)
             return
-        await self._learn(key.id)
-        try:
-            await self.reconciler.reconcile(key)
-        finally:
-            await self._learn(key.id)
+        with about(key.id):  # log lines of this reconcile carry the router id
+            if not await self.operations.admit(key):  # held (debug mode), or rebuild failed
+                return
+            if key.id not in self._managements:
+                await self._learn(key.id)
+            decision: Decision | None = None
+            try:
+                decision = await self.reconciler.step(key)
+            finally:
+                if decision is None or decision.action in _CHANGES_INSTANCE:
+                    await self._learn(key.id)
 
     async def _learn(self, router_id: str) -> None:
         """Refresh what is known of the router's instance (management, health target)."""
@@ -257,7 +340,19 @@ class Orchestrator:
 
     async def _remember(self, router_id: str, instance: Instance | None) -> None:
         address = instance.management_address if instance is not None else None
-        mac = await self._management_mac(instance) if instance is not None else None
+        mac: str | None = None
+        if instance is not None:
+            known = self._managements.get(router_id)
+            same = self._identities.get(router_id) == (instance.name, instance.booted_at)
+            # ge0's MAC is the instance's for its whole life: read once per instance
+            mac = known.mac if known is not None and same else await self._management_mac(instance)
+            self._identities[router_id] = (instance.name, instance.booted_at)
+        else:
+            self._identities.pop(router_id, None)
+        if instance is not None:
+            self._names[router_id] = instance.name
+        else:
+            self._names.pop(router_id, None)
         if instance is None or address is None or mac is None:
             self._managements.pop(router_id, None)
             self._addresses.pop(router_id, None)
@@ -267,6 +362,40 @@ class Orchestrator:
             mac=mac, address=ipaddress.ip_interface(f"{address}/{prefixlen}")
         )
         self._addresses[router_id] = address
+
+    # -- the presence watcher ----------------------------------------------------------------
+    async def _watch_presence(self, presence: Callable[[], Collection[str]]) -> None:
+        """Report every known instance that vanished, every ``PRESENCE_PERIOD``; see the module."""
+        while not self._closing:
+            await asyncio.sleep(PRESENCE_PERIOD)
+            if not self._names:
+                continue
+            present = presence()
+            for router_id, name in list(self._names.items()):
+                if name in present:
+                    continue
+                log.warning("router %s: its appliance %s vanished", router_id, name)
+                self._names.pop(router_id, None)
+                self._managements.pop(router_id, None)
+                self._addresses.pop(router_id, None)
+                self.health.notice_gone(ResourceKey.router(router_id))
+
+    # -- operating (the admin API calls ``operations``; these are its main verbs) ----------
+    def rebuild(self, router_id: str) -> None:
+        """Destroy the router's instance at its next reconcile (queued), then reconcile it."""
+        self.operations.rebuild(router_id)
+
+    async def poll(self) -> int:
+        """Enqueue every router known and of the API, as the startup sweep; how many."""
+        return await self.operations.poll()
+
+    def workers(self) -> list[dict[str, Any]]:
+        """This process's shard, concurrency, running routers and queue length."""
+        return self.operations.workers()
+
+    async def routers_view(self) -> list[dict[str, Any]]:
+        """Every router seen, as the admin API shows them."""
+        return await self.operations.routers_view()
 
     # -- the startup sweep -------------------------------------------------------------------
     async def _router_ids(self) -> list[str]:
@@ -304,15 +433,7 @@ class Orchestrator:
                 log.warning("startup sweep: the provider failed: %s; retrying", exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_SWEEP_RETRY)
-        for instance in instances:
-            try:
-                if self._adopt is not None:
-                    await self._adopt(instance)
-                else:
-                    await self._provider.boot(router_id=instance.router_id, ports=())
-            except Exception as exc:  # noqa: BLE001 - the reconcile rebuilds what cannot be adopted
-                log.warning("router %s: not adopted: %s", instance.router_id, exc)
-            await self._remember(instance.router_id, instance)
+        await self._adopt_all(instances)
         keys = {ResourceKey.router(r) for r in routers}
         keys |= {ResourceKey.router(i.router_id) for i in instances}
         log.info(
@@ -323,6 +444,31 @@ class Orchestrator:
         )
         for key in sorted(keys, key=str):
             self._enqueue(key)
+
+    async def _adopt_all(self, instances: Collection[Instance]) -> None:
+        for instance in instances:
+            try:
+                if self._adopt is not None:
+                    await self._adopt(instance)
+                else:
+                    await self._provider.boot(router_id=instance.router_id, ports=())
+            except Exception as exc:  # noqa: BLE001 - the reconcile rebuilds what cannot be adopted
+                log.warning("router %s: not adopted: %s", instance.router_id, exc)
+            await self._remember(instance.router_id, instance)
+
+    async def readopt(self) -> int:
+        """Adopt every instance again and enqueue its router; how many were found.
+
+        For an agent that restarted and serves nothing: its appliances kept
+        routing meanwhile (the data plane does not depend on it), and are served
+        again instead of being rebuilt when their probes start to fail.
+        """
+        instances = await self._provider.list()
+        await self._adopt_all(instances)
+        log.info("re-adopted %d appliances", len(instances))
+        for key in sorted({ResourceKey.router(i.router_id) for i in instances}, key=str):
+            self._enqueue(key)
+        return len(instances)
 
     # -- lifetime ------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -339,6 +485,8 @@ class Orchestrator:
                 group.create_task(self.queue.run(), name="work-queue")
                 group.create_task(self.intake.run(), name="intake")
                 group.create_task(self.health.run(), name="health")
+                if self._presence is not None:
+                    group.create_task(self._watch_presence(self._presence), name="presence")
                 group.create_task(_quiet(self._sweep_task), name="sweep-waiter")
         finally:
             self._cancel_timers()

@@ -223,8 +223,10 @@ class NetnsProvider:
         )
 
     # -- reading --------------------------------------------------------------------
-    async def _read(self, name: str) -> Instance | None:
-        links = await _links(name)
+    async def _read(self, name: str, links: builtins.list[_Link] | None = None) -> Instance | None:
+        """The instance in namespace ``name`` (from ``links``, its links, if already read)."""
+        if links is None:
+            links = await _links(name)
         if links is None:
             return None
         ge0 = next((link for link in links if link.name == MANAGEMENT_NIC), None)
@@ -246,9 +248,21 @@ class NetnsProvider:
         return Instance(owner[0], name, address, owner[1], tuple(nic for _, nic in nics))
 
     async def get(self, *, router_id: str) -> Instance | None:
-        """The router's namespace as the kernel has it, None if there is none; changes nothing."""
-        name = await self._find(router_id)
-        return None if name is None else await self._read(name)
+        """The router's namespace as the kernel has it, None if there is none; changes nothing.
+
+        One ``ip`` call per existing candidate name (usually one): the links read to
+        find the namespace labelled with the router are the ones the instance is read from.
+        """
+        for name in name_candidates(self.prefix, router_id):
+            if not _exists(name):
+                continue
+            links = await _links(name)
+            if links is None:
+                continue
+            instance = await self._read(name, links)
+            if instance is not None and instance.router_id == router_id:
+                return instance
+        return None
 
     async def list(self) -> builtins.list[Instance]:
         """Every namespace with the prefix whose ``ge0`` carries a router label."""

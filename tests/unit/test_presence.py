@@ -1,0 +1,60 @@
+"""The orchestrator's presence watcher: a vanished appliance is noticed within a period or two."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from astara.bus.embedded import EmbeddedBus
+from astara.orchestrator.appliance_client import ApplianceClient
+from astara.orchestrator.resolution import ResourceKey
+from astara.orchestrator.runner import PRESENCE_PERIOD, Orchestrator
+from astara.providers.base import Instance
+from astara.providers.fake import FakeProvider
+
+pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
+
+ROUTER = "00000000-0000-0000-0000-0000000000a1"
+
+
+async def _mac(_instance: Instance) -> str:
+    return "fa:16:3e:00:00:01"
+
+
+async def test_a_vanished_instance_is_reported_at_once_and_forgotten() -> None:
+    provider = FakeProvider()
+    instance = await provider.boot(router_id=ROUTER, ports=())
+    present = {instance.name}
+    appliance = ApplianceClient(token="unused")
+    orchestrator = Orchestrator(
+        bus=EmbeddedBus(),
+        network_url="http://127.0.0.1:9",  # nothing answers: the watcher needs no network API
+        provider=provider,
+        appliance=appliance,
+        management_mac=_mac,
+        presence=lambda: frozenset(present),
+    )
+    reported: list[ResourceKey] = []
+    orchestrator.health.notice_gone = reported.append  # type: ignore[method-assign]
+    await orchestrator._remember(ROUTER, instance)
+    assert orchestrator.appliance_addresses()
+    watcher = asyncio.create_task(orchestrator._watch_presence(lambda: frozenset(present)))
+    try:
+        await asyncio.sleep(PRESENCE_PERIOD * 2.5)
+        assert reported == []  # present: nothing to say
+
+        present.clear()
+        for _ in range(20):
+            await asyncio.sleep(PRESENCE_PERIOD / 2)
+            if reported:
+                break
+        assert reported == [ResourceKey.router(ROUTER)]
+        assert not orchestrator.appliance_addresses()  # no longer probed
+        await asyncio.sleep(PRESENCE_PERIOD * 2.5)
+        assert reported == [ResourceKey.router(ROUTER)]  # reported once, not every period
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await orchestrator.close()
+        await appliance.aclose()
