@@ -35,6 +35,8 @@ class Cli:
 
     def ok(self, *argv: str) -> str:
         code, out, err = self(*argv)
+        # no orchestrator runs here: router list/show say so once, and carry on
+        err = "".join(line for line in err.splitlines(keepends=True) if UNAVAILABLE not in line)
         assert (code, err) == (0, ""), err
         return out
 
@@ -53,8 +55,15 @@ class Cli:
         return found
 
 
+UNAVAILABLE = "the orchestrator's view is unavailable"
+
+
 @pytest.fixture
-def cli(network_api: NetworkApi, capsys: pytest.CaptureFixture[str]) -> Cli:
+def cli(
+    network_api: NetworkApi, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Cli:
+    # an admin API that is certainly not there (port 9 on loopback: nothing listens)
+    monkeypatch.setenv("ASTARA_ADMIN_URL", "http://127.0.0.1:9")
     return Cli(network_api.url, capsys)
 
 

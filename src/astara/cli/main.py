@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 
 from astara import __version__
-from astara.cli import appliance, demo, network_api, resources, server, up
+from astara.cli import appliance, ctl, demo, network_api, resources, server, up
+from astara.cli.config_file import parse_with_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,14 +23,23 @@ def build_parser() -> argparse.ArgumentParser:
     appliance.register(parts)
     demo.register(parts)
     network_api.register(parts)
-    resources.register(parts)
+    ctl.register(parts, resources.register(parts)["router"])
     server.register(parts)
     up.register(parts)
     return parser
 
 
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The subcommands' parsers by name."""
+    for action in parser._actions:  # argparse offers no public way to reach them
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parse_with_config(parser, _commands(parser), argv)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -378,6 +378,7 @@ class Group:
     def __init__(self, parts: Any, common: argparse.ArgumentParser, kind: Kind, help: str) -> None:
         self.kind = kind
         self.common = common
+        self.commands: dict[str, argparse.ArgumentParser] = {}  # verb -> its parser
         self.verbs = parts.add_parser(kind.command, help=help).add_subparsers(
             dest="verb", required=True, metavar="VERB"
         )
@@ -387,6 +388,7 @@ class Group:
             name, help=help, description=help, parents=[self.common]
         )
         cmd.set_defaults(handler=_invoke, run=run)
+        self.commands[name] = cmd
         return cmd
 
     def crud(
@@ -899,7 +901,8 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
-def register(parts: Any) -> None:
+def register(parts: Any) -> dict[str, Group]:
+    """The command groups, by command: ``astara router …`` is joined by ``ctl``."""
     common = _common()
 
     network = Group(parts, common, NETWORK, "networks (and nova-manage's network create)")
@@ -972,6 +975,7 @@ def register(parts: Any) -> None:
     )
 
     _register_floating(parts, common)
+    return {g.kind.command: g for g in (network, subnet, port, router, floating_ip, group, rule)}
 
 
 def _changes(fields: Mapping[str, str], **fixed: Any) -> Changer:
