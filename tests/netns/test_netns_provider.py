@@ -36,7 +36,7 @@ from astara.providers.base import (
     ProviderNotFoundError,
     ProviderTemporaryError,
 )
-from astara.providers.naming import management_address
+from astara.providers.naming import management_address, management_mac
 from astara.providers.netns import NetnsProvider
 from astara.scenario import astara_executable
 from tests.conftest import RUN, run_prefix
@@ -196,6 +196,7 @@ async def test_boot_hotplug_adopt_and_destroy(env: Env) -> None:
     assert made.management_address == management_address(env.mgmt, router_id)
     links = _ns_links(ns)
     assert str(made.management_address) in {a["local"] for a in links["ge0"]["addr_info"]}
+    assert links["ge0"]["address"] == management_mac(router_id)  # the same after a rebuild
     assert links["ge1"]["address"] == p1.mac and links["ge2"]["address"] == p2.mac
     assert links["ge1"]["mtu"] == 1450
     assert [(n.ifname, n.mac, n.port_id) for n in made.nics] == [

@@ -120,3 +120,16 @@ def test_names_and_addresses() -> None:
         assert address in MGMT
         assert address not in (MGMT[0], MGMT[1])
         assert address == management_address(MGMT, rid)  # deterministic
+
+
+def test_the_management_mac_is_unicast_locally_administered_and_stable() -> None:
+    from astara.providers.naming import management_mac
+
+    macs = {management_mac(f"router-{i}") for i in range(2000)}
+    assert len(macs) == 2000  # 46 bits of hash: no two of a few thousand routers meet
+    for mac in macs:
+        first = int(mac.split(":")[0], 16)
+        assert first & 0x01 == 0  # unicast
+        assert first & 0x02 == 0x02  # locally administered
+        assert len(mac.split(":")) == 6
+    assert management_mac("router-1") == management_mac("router-1")

@@ -9,6 +9,11 @@
   the first 8 bytes of SHA-256(router id); never ``::`` (subnet-router anycast)
   nor ``::1`` (the host's end). Two routers meet on one address with a
   probability of about n²/2⁶⁵; a provider still checks and refuses.
+- Management MAC: locally administered, unicast, the other 46 bits from
+  SHA-256("mac:" + router id). A rebuilt appliance answers on its address with
+  the same MAC, so the host's neighbour cache (whose entries live 15 to 45 s)
+  and the health probe's connections find the new instance at once instead of
+  knocking at the dead one's MAC.
 """
 
 from __future__ import annotations
@@ -39,3 +44,10 @@ def management_address(network: IPv6Network, router_id: str) -> IPv6Address:
     if interface_id < 2:
         interface_id += 2
     return network[interface_id]
+
+
+def management_mac(router_id: str) -> str:
+    """The router's ``ge0`` MAC; see the module docstring."""
+    digest = bytearray(hashlib.sha256(f"mac:{router_id}".encode()).digest()[:6])
+    digest[0] = (digest[0] & 0xFC) | 0x02  # unicast, locally administered
+    return ":".join(f"{b:02x}" for b in digest)

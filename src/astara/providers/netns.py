@@ -5,6 +5,7 @@ For router ``1a2b3c4d-…`` it makes::
     namespace astara-1a2b3c4d                     (``naming``: longer on a clash)
       ge0  <── veth ──> <link prefix>m<tag>  on bridge astara-mgt (host: <mgmt prefix>::1)
            address <mgmt prefix> + SHA-256(router id)[:8]   (``naming.management_address``)
+           MAC from the router id too (``naming.management_mac``): stable across rebuilds
            ifalias "astara-router <router id> <booted at, ISO 8601>"
       ge1, ge2, …  one per router port, plugged by the L2 fabric with the port's
            MAC and MTU; ifalias = the port id
@@ -58,7 +59,7 @@ from astara.providers.base import (
     ProviderPermanentError,
     ProviderTemporaryError,
 )
-from astara.providers.naming import management_address, name_candidates
+from astara.providers.naming import management_address, management_mac, name_candidates
 
 NETNS_DIR = "/run/netns"
 MANAGEMENT_NIC = "ge0"
@@ -309,7 +310,18 @@ class NetnsProvider:
                     )
                 await _ip("link", "del", host)  # its ge0 is gone: make the pair anew
             await _ip(
-                "link", "add", host, "type", "veth", "peer", "name", MANAGEMENT_NIC, "netns", name
+                "link",
+                "add",
+                host,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                MANAGEMENT_NIC,
+                "address",
+                management_mac(router_id),
+                "netns",
+                name,
             )
             await _ip(
                 "-n",
