@@ -56,6 +56,7 @@ dropped from the store once GONE.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import json
@@ -80,6 +81,7 @@ from astara.domain.lifecycle import (
     state_after_failure,
 )
 from astara.orchestrator.appliance_client import ApplianceUnreachable
+from astara.orchestrator.concurrency import settled
 from astara.orchestrator.journal import Journal
 from astara.orchestrator.neutron_reader import (
     GATEWAY_OWNERS,
@@ -503,12 +505,10 @@ class RouterReconciler:
     async def _observe(self, key: ResourceKey, state: State, reader: RouterReader) -> _Seen:
         now = self._clock()
         router_id = key.id
-        try:
-            router = await reader.router(router_id=router_id)
-            ports = tuple(router_ports(router, await reader.router_ports(router_id=router_id)))
-        except RouterGone:
-            router, ports = None, ()
-        instance = await self._provider.get(router_id=router_id)
+        desired, instance = await settled(
+            self._desired(router_id, reader), self._provider.get(router_id=router_id)
+        )
+        router, ports = desired
         base = Observation(
             now=now,
             deleted=router is None,
@@ -518,18 +518,43 @@ class RouterReconciler:
         )
         if instance is None or router is None or state in (State.STOPPING, State.GONE):
             return _Seen(router, ports, instance, _present(base, instance))
-        answering, healthy = await self._probe(instance)
+        # the probe, the configuration wanted and the one applied, read at once; the last
+        # two only count (and only raise) when the probe finds the appliance healthy
+        probed, built, got = await asyncio.gather(
+            self._probe(instance),
+            self._build(router_id, reader),
+            self._appliance.get_config(_address(instance)),
+            return_exceptions=True,
+        )
+        if isinstance(probed, BaseException):
+            raise probed
+        answering, healthy = probed
         observed = replace(_present(base, instance), agent_answering=answering, healthy=healthy)
         if not healthy:
             return _Seen(router, ports, instance, observed)
-        wanted = await self._build(router_id, reader)
-        applied = await self._appliance.get_config(_address(instance))
+        if isinstance(built, BaseException):
+            raise built
+        if isinstance(got, BaseException):
+            raise got
+        wanted, applied = built, got
         observed = replace(
             observed,
             config_wanted=config_fingerprint(wanted),
             config_applied=None if applied is None else config_fingerprint(applied),
         )
         return _Seen(router, ports, instance, observed, wanted)
+
+    async def _desired(
+        self, router_id: str, reader: RouterReader
+    ) -> tuple[RouterRecord | None, tuple[PortRecord, ...]]:
+        """The router and the ports its instance carries; (None, ()) if it was deleted."""
+        try:
+            router, ports = await settled(
+                reader.router(router_id=router_id), reader.router_ports(router_id=router_id)
+            )
+        except RouterGone:
+            return None, ()
+        return router, tuple(router_ports(router, ports))
 
     async def _probe(self, instance: Instance) -> tuple[bool, bool]:
         """(agent answering, healthy) of ``instance``'s appliance; see the module docstring."""

@@ -34,8 +34,9 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+from astara.orchestrator.concurrency import settled
 from astara.orchestrator.neutron_reader import GATEWAY_OWNERS, INTERFACE_OWNERS
 from astara.orchestrator.router_reader import (
     FloatingIPRecord,
@@ -95,10 +96,11 @@ async def build_config(
     Raises what ``reader`` raises (``RouterGone`` when the router does not exist),
     and ``pydantic.ValidationError`` if Neutron's data does not make a valid body.
     """
-    topology = await _read(router_id, reader)
+    topology, fips = await _read(router_id, reader)
     external = _external_network(topology)
     internals = _internal_networks(topology)
-    fips = await reader.floating_ips(router_id=router_id) if external else []
+    if not external:
+        fips = []
     configuration = wire.Configuration(
         networks=[_management_network(management), *([external] if external else []), *internals],
         static_routes=[_route(r) for r in topology.router.routes],
@@ -120,9 +122,18 @@ async def build_config(
     )
 
 
-async def _read(router_id: str, reader: RouterReader) -> _Topology:
-    router = await reader.router(router_id=router_id)
-    ports = await reader.router_ports(router_id=router_id)
+async def _nothing() -> list[Any]:
+    return []
+
+
+async def _read(
+    router_id: str, reader: RouterReader
+) -> tuple[_Topology, Sequence[FloatingIPRecord]]:
+    """The router's topology and floating IPs; the reads that do not depend on each other
+    are made at once (a reconcile waits for the slowest, not for their sum)."""
+    router, ports = await settled(
+        reader.router(router_id=router_id), reader.router_ports(router_id=router_id)
+    )
     gateway = next((p for p in ports if p.device_owner in GATEWAY_OWNERS), None)
     if router.gateway_network_id is None:
         gateway = None
@@ -131,11 +142,15 @@ async def _read(router_id: str, reader: RouterReader) -> _Topology:
     )
     mine = ([gateway] if gateway else []) + list(interfaces)
     subnet_ids = {f.subnet_id for p in mine for f in p.fixed_ips}
-    subnets = {s.id: s for s in await reader.subnets(subnet_ids=subnet_ids)} if mine else {}
-    networks = await reader.networks(network_ids={p.network_id for p in mine}) if mine else []
     internal_subnets = {f.subnet_id for p in interfaces for f in p.fixed_ips}
-    hosts = await reader.ports_on_subnets(subnet_ids=internal_subnets) if internal_subnets else []
-    return _Topology(
+    found_subnets, networks, hosts, fips = await settled(
+        reader.subnets(subnet_ids=subnet_ids) if mine else _nothing(),
+        reader.networks(network_ids={p.network_id for p in mine}) if mine else _nothing(),
+        reader.ports_on_subnets(subnet_ids=internal_subnets) if internal_subnets else _nothing(),
+        reader.floating_ips(router_id=router_id) if router.gateway_network_id else _nothing(),
+    )
+    subnets = {s.id: s for s in found_subnets}
+    topology = _Topology(
         router=router,
         gateway=gateway,
         interfaces=interfaces,
@@ -145,6 +160,7 @@ async def _read(router_id: str, reader: RouterReader) -> _Topology:
             sorted((p for p in hosts if not _router_owned(p)), key=lambda p: p.mac_address)
         ),
     )
+    return topology, fips
 
 
 def _port_order(port: PortRecord) -> tuple[str, str]:
