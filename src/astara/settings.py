@@ -56,7 +56,7 @@ class NetworkSettings:
     default_physical_network: str = "physnet1"
     #: shown as ``publisher_id`` (``network.<host>``) in notifications
     host_name: str = "astara"
-    #: where notifications go: ``embedded://`` (in-process), later ``amqp://…``
+    #: where notifications go: ``embedded://`` (in-process) or ``rabbit://…`` (RabbitMQ)
     bus_url: str = "embedded://"
     #: who the caller is: ``noauth`` (headers, the embedded default) or ``keystone`` (tokens)
     auth_strategy: str = "noauth"

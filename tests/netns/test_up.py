@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -97,6 +97,21 @@ class Up:
     server_flags: list[str]
     log: Path
     proc: subprocess.Popen[bytes]
+    #: the command line it was started with, for ``restart``
+    argv: list[str] = field(default_factory=list)
+
+    def restart(self) -> None:
+        """Stop it by its pid and start it again, same flags, same state directory."""
+        assert _stop(self.proc) == 0, self.log.read_text()[-4000:]
+        readies = self.log.read_text().count("ready;")
+        with self.log.open("ab") as output:
+            self.proc = subprocess.Popen(self.argv, stdout=output, stderr=subprocess.STDOUT)
+        _until(
+            "astara up ready again",
+            lambda: self.log.read_text().count("ready;") > readies,
+            60,
+            self.log,
+        )
 
     def server(self, verb: str, *argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -120,9 +135,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> int:
 
 
 @contextlib.contextmanager
-def _astara_up(uplinks: Sequence[str] = ()) -> Iterator[Up]:
-    """``astara up`` with this run's names (and ``--uplink`` each of ``uplinks``); stopped by
-    pid, then ``astara down``, when the block ends."""
+def _astara_up(uplinks: Sequence[str] = (), extra: Sequence[str] = ()) -> Iterator[Up]:
+    """``astara up`` with this run's names (and ``--uplink`` each of ``uplinks``, then the
+    flags ``extra`` of ``up`` only); stopped by pid, then ``astara down``, when the block ends."""
     work = Path(tempfile.mkdtemp(prefix=f"{run_prefix()}-"))
     work.chmod(0o755)  # dnsmasq reads its files under the state directory after dropping root
     port = _free_port()
@@ -147,17 +162,26 @@ def _astara_up(uplinks: Sequence[str] = ()) -> Iterator[Up]:
     server_flags += ["--state-dir", str(work / "servers")]
     log = work / "up.log"
     argv = [*ASTARA, "up", *flags, "--port", str(port), "--metadata-port", str(_free_port())]
+    if "--admin-port" not in extra:  # never the default 44250: another astara up may hold it
+        argv += ["--admin-port", str(_free_port())]
+    argv += extra
     with log.open("wb") as output:
         proc = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT)
-    made = Up(url, flags, server_flags, log, proc)
+    made = Up(url, flags, server_flags, log, proc, argv)
     try:
-        _until("astara up ready", lambda: "ready;" in log.read_text(), 60, log)
+        _until(
+            "astara up ready",
+            lambda: "ready;" in log.read_text() or proc.poll() is not None,
+            60,
+            log,
+        )
+        assert proc.poll() is None, "astara up exited:\n" + log.read_text()[-4000:]
         yield made
     finally:
         try:
             for name in SERVERS:
                 made.server("delete", name)
-            assert _stop(proc) == 0, log.read_text()[-4000:]
+            assert _stop(made.proc) == 0, log.read_text()[-4000:]
             down = subprocess.run(
                 [*ASTARA, "down", *flags], capture_output=True, text=True, timeout=120, check=False
             )

@@ -25,6 +25,13 @@ def register(parts: Any) -> None:
         help="SQLAlchemy URL (default: SQLite under /var/lib/astara)",
     )
     cmd.add_argument(
+        "--bus-url",
+        default="embedded://",
+        metavar="URL",
+        help="where notifications go: rabbit://user:pass@host:5672/ for orchestrators in other"
+        " processes (exchange neutron, oslo envelope); embedded:// keeps them in this process",
+    )
+    cmd.add_argument(
         "--default-project",
         default="admin",
         help="no-auth: project of requests without X-Project-Id",
@@ -107,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             db_url=args.db,
+            bus_url=args.bus_url,
             default_project=args.default_project,
             admin_by_default=not args.no_admin_by_default,
             vlan_ranges=vlan,

@@ -18,7 +18,18 @@
 - the metadata service on the management bridge's host address, port 9697.
 
 SIGINT/SIGTERM stop it cleanly. Appliances (namespaces, their dnsmasq) keep
-running, by design: the next ``astara up`` adopts them.
+running, by design: the next ``astara up`` adopts them. The agent is
+supervised: if it dies it is started again and every appliance re-adopted
+(their traffic never depended on it, so nothing is rebuilt).
+
+``astara orchestrator`` is the same without the network API: it reconciles
+against ``--network-url`` (an ``astara network-api`` or a real Neutron) and
+reads notifications from ``--bus-url`` (RabbitMQ; the embedded bus cannot
+cross processes). ``--bus-url rabbit://…`` on ``up`` publishes the network
+API's notifications to RabbitMQ too, for any oslo consumer.
+
+Both take ``--config FILE``: their flags from the file's ``[up]`` or
+``[orchestrator]`` table (``astara.cli.config_file``); flags given win.
 
 ``astara down`` (run after ``up`` stopped, with the same flags) removes what
 ``up`` made: every appliance namespace the provider lists (through a
@@ -43,17 +54,22 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import sqlalchemy
 import uvicorn
 
-from astara.bus.embedded import EmbeddedBus
+from astara.bus.base import Bus, InvalidBusUrlError
+from astara.bus.transports import bus_from_url
+from astara.cli.config_file import add_config_option
 from astara.cli.fabric_options import FabricOptionError, add_fabric_options, fabric_from_args
 from astara.network.server import build_app
+from astara.network.service import NetworkService
 from astara.orchestrator.admin import DEFAULT_PORT as ADMIN_PORT
 from astara.orchestrator.admin import create_admin_app
 from astara.orchestrator.appliance_client import ApplianceClient
@@ -63,6 +79,7 @@ from astara.orchestrator.logcontext import ResourceFilter
 from astara.orchestrator.metadata import DEFAULT_PORT as METADATA_PORT
 from astara.orchestrator.metadata import HttpInstanceLookup, create_metadata_app
 from astara.orchestrator.neutron_reader import neutron_client, noauth_admin_headers
+from astara.orchestrator.queueing import DEFAULT_CONCURRENCY
 from astara.orchestrator.reconcile import DEFAULT_BOOT_TIMEOUT, DEFAULT_MAX_FAILURES
 from astara.orchestrator.runner import Orchestrator, OrchestratorSettings, netns_present
 from astara.providers.agent_control import AgentControl
@@ -74,6 +91,8 @@ log = logging.getLogger(__name__)
 DEFAULT_STATE_DIR = Path("/var/lib/astara")
 DEFAULT_MGMT_PREFIX = "fdca:3ba5:a17a:acda::/64"
 AGENT_START_TIMEOUT = 20.0
+SUPERVISE_PERIOD = 0.5
+"""Seconds between two looks at the agent process."""
 
 
 @dataclass(frozen=True)
@@ -140,52 +159,89 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
-def register(parts: Any) -> None:
-    common = _common()
-    up = parts.add_parser(
-        "up",
-        parents=[common],
-        help="run the network API, the orchestrator and the appliance agent of this host",
-    )
-    up.add_argument("--host", default="127.0.0.1", help="the network API's address")
-    up.add_argument("--port", type=int, default=9696, help="the network API's port (9696)")
-    up.add_argument(
+def _orchestrator_options() -> argparse.ArgumentParser:
+    """The flags ``up`` and ``orchestrator`` share: how the orchestrator runs."""
+    opts = argparse.ArgumentParser(add_help=False)
+    add_config_option(opts)
+    opts.add_argument(
         "--metadata-port",
         type=int,
         default=METADATA_PORT,
         help=f"the metadata service's port on the management bridge ({METADATA_PORT}; 0: none)",
     )
-    up.add_argument(
+    opts.add_argument(
         "--boot-timeout",
         type=float,
         default=DEFAULT_BOOT_TIMEOUT,
         help=f"seconds an appliance may stay silent after it booted ({DEFAULT_BOOT_TIMEOUT:.0f})",
     )
-    up.add_argument(
+    opts.add_argument(
         "--max-failures",
         type=int,
         default=DEFAULT_MAX_FAILURES,
         help=f"failures in a row after which a router is ERROR ({DEFAULT_MAX_FAILURES})",
     )
-    up.add_argument(
+    opts.add_argument(
         "--health-period",
         type=float,
         default=DEFAULT_PERIOD,
         help=f"seconds between two health probes of every appliance ({DEFAULT_PERIOD:.0f})",
     )
-    up.add_argument(
+    opts.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help=f"reconciles in flight at once ({DEFAULT_CONCURRENCY})",
+    )
+    opts.add_argument(
         "--admin-port",
         type=int,
         default=ADMIN_PORT,
         help=f"the orchestrator's admin API port on 127.0.0.1 ({ADMIN_PORT}; 0: none)",
     )
-    up.add_argument(
+    opts.add_argument(
         "--orchestrator-db",
         default=None,
         help="the orchestrator's database, a SQLAlchemy URL"
         " (default sqlite:///<state dir>/orchestrator.db)",
     )
-    up.set_defaults(handler=_up)
+    return opts
+
+
+def register(parts: Any) -> None:
+    common = _common()
+    orchestrator = _orchestrator_options()
+    up = parts.add_parser(
+        "up",
+        parents=[common, orchestrator],
+        help="run the network API, the orchestrator and the appliance agent of this host",
+    )
+    up.add_argument("--host", default="127.0.0.1", help="the network API's address")
+    up.add_argument("--port", type=int, default=9696, help="the network API's port (9696)")
+    up.add_argument(
+        "--bus-url",
+        default="embedded://",
+        help="where notifications travel: embedded:// (in this process, the default)"
+        " or rabbit://user:pass@host:5672/ (any oslo consumer can read them)",
+    )
+    up.set_defaults(handler=_up, serve_network=True)
+    alone = parts.add_parser(
+        "orchestrator",
+        parents=[common, orchestrator],
+        help="run the orchestrator and the appliance agent against a network API and a bus",
+    )
+    alone.add_argument(
+        "--network-url",
+        default="http://127.0.0.1:9696",
+        help="the Neutron API to reconcile against (default http://127.0.0.1:9696)",
+    )
+    alone.add_argument(
+        "--bus-url",
+        required=True,
+        help="the notifications' bus: rabbit://user:pass@host:5672/ (Neutron's or astara"
+        " network-api's RabbitMQ)",
+    )
+    alone.set_defaults(handler=_up, serve_network=False)
     down = parts.add_parser(
         "down", parents=[common], help="remove the appliances, bridges and state of astara up"
     )
@@ -201,41 +257,95 @@ def _token_file(path: Path) -> str:
 
 
 # -- the agent subprocess --------------------------------------------------------------
-@contextlib.contextmanager
-def _agent(layout: Layout) -> Iterator[AgentControl]:
-    """``astara appliance serve --empty`` on the layout's socket; ended by its pid after."""
-    _token_file(layout.token)
-    layout.agent_state.mkdir(mode=0o755, parents=True, exist_ok=True)
-    layout.agent_state.chmod(0o755)  # dnsmasq reads its files there after dropping root
-    layout.control.unlink(missing_ok=True)
-    argv = [
-        sys.executable,
-        "-m",
-        "astara.cli.main",
-        "appliance",
-        "serve",
-        "--empty",
-        "--control-socket",
-        str(layout.control),
-        "--state-dir",
-        str(layout.agent_state),
-        "--token-file",
-        str(layout.token),
-    ]
-    with layout.agent_log.open("ab") as output:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
-        )
-    try:
+class AgentProcess:
+    """``astara appliance serve --empty`` on the layout's socket, started and ended by its pid.
+
+    ``supervise`` restarts it when it dies and hands the orchestrator a call to
+    re-adopt the appliances (a new agent serves nothing until told): their
+    traffic never depended on the agent, so nothing is rebuilt.
+    """
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.control = AgentControl(layout.control)
+        self.restarts = 0
+
+    def _argv(self) -> list[str]:
+        layout = self.layout
+        return [
+            sys.executable,
+            "-m",
+            "astara.cli.main",
+            "appliance",
+            "serve",
+            "--empty",
+            "--control-socket",
+            str(layout.control),
+            "--state-dir",
+            str(layout.agent_state),
+            "--token-file",
+            str(layout.token),
+        ]
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Start it; the caller waits for its control socket (``ready``)."""
+        layout = self.layout
+        _token_file(layout.token)
+        layout.agent_state.mkdir(mode=0o755, parents=True, exist_ok=True)
+        layout.agent_state.chmod(0o755)  # dnsmasq reads its files there after dropping root
+        layout.control.unlink(missing_ok=True)
+        with layout.agent_log.open("ab") as output:
+            self.proc = subprocess.Popen(
+                self._argv(), stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
+            )
+        return self.proc
+
+    def ready(self) -> bool:
+        """Its control socket is there; SystemExit if it died or took too long to start."""
+        return self.layout.control.exists()
+
+    def start(self) -> None:
+        """Start it and wait (blocking) until it listens."""
+        proc = self.spawn()
         deadline = time.monotonic() + AGENT_START_TIMEOUT
-        while not layout.control.exists():
+        while not self.ready():
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(
-                    f"astara: the appliance agent did not start; see {layout.agent_log}"
+                    f"astara: the appliance agent did not start; see {self.layout.agent_log}"
                 )
             time.sleep(0.05)
-        yield AgentControl(layout.control)
-    finally:
+
+    async def supervise(self, readopt: Callable[[], Awaitable[object]]) -> None:
+        """Restart the agent whenever it dies, then ``readopt``; runs until cancelled."""
+        while True:
+            await asyncio.sleep(SUPERVISE_PERIOD)
+            proc = self.proc
+            if proc is None or proc.poll() is None:
+                continue
+            log.error(
+                "the appliance agent (pid %d) exited with %s; restarting it (see %s)",
+                proc.pid,
+                proc.returncode,
+                self.layout.agent_log,
+            )
+            proc = self.spawn()
+            deadline = time.monotonic() + AGENT_START_TIMEOUT
+            while not self.ready():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    break  # the next turn sees it dead and tries again
+                await asyncio.sleep(0.05)
+            else:
+                self.restarts += 1
+                try:
+                    await readopt()
+                except Exception:
+                    log.exception("re-adopting the appliances failed; the reconciles will retry")
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGTERM)
         try:
@@ -243,6 +353,18 @@ def _agent(layout: Layout) -> Iterator[AgentControl]:
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+        self.proc = None
+
+
+@contextlib.contextmanager
+def _agent(layout: Layout) -> Iterator[AgentProcess]:
+    """The agent, running for the block; ended by its pid after."""
+    agent = AgentProcess(layout)
+    try:
+        agent.start()
+        yield agent
+    finally:
+        agent.stop()
 
 
 def _provider(args: argparse.Namespace, agent: AgentControl) -> NetnsProvider:
@@ -321,27 +443,51 @@ async def _serve_admin(
     print(f"admin API      http://127.0.0.1:{port}  (token {token})", flush=True)
 
 
-async def _run_up(args: argparse.Namespace, layout: Layout, agent: AgentControl) -> None:
+def _bus(url: str) -> Bus:
+    try:
+        return bus_from_url(url)
+    except InvalidBusUrlError as exc:
+        raise SystemExit(f"astara: --bus-url: {exc}") from None
+
+
+async def _run_up(args: argparse.Namespace, layout: Layout, agent: AgentProcess) -> None:
+    """``up`` (network API, orchestrator, agent) or ``orchestrator`` (no network API)."""
+    if not args.serve_network and args.bus_url.lower().startswith("embedded:"):
+        raise SystemExit(
+            "astara: the embedded bus lives inside one process: astara orchestrator needs the"
+            " network API's RabbitMQ (--bus-url rabbit://...); astara up runs both in one"
+        )
     control = _control_store(args.orchestrator_db or f"sqlite:///{layout.orchestrator_db}")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    bus = EmbeddedBus()
-    provider = _provider(args, agent)
-    settings = NetworkSettings(
-        host=args.host, port=args.port, db_url=f"sqlite:///{layout.database}"
-    )
-    app, service = build_app(settings, bus=bus)
-    url = f"http://{args.host}:{args.port}"
+    bus = _bus(args.bus_url)
+    provider = _provider(args, agent.control)
+    service: NetworkService | None = None
+    if args.serve_network:
+        settings = NetworkSettings(
+            host=args.host,
+            port=args.port,
+            db_url=f"sqlite:///{layout.database}",
+            bus_url=args.bus_url,
+        )
+        app, service = build_app(settings, bus=bus)
+        url = f"http://{args.host}:{args.port}"
+    else:
+        url = args.network_url.rstrip("/")
     appliance = ApplianceClient(token=layout.token.read_text().strip())
     metadata_client = neutron_client(url=url, headers=noauth_admin_headers())
     try:
         async with contextlib.AsyncExitStack() as stack:
-            await stack.enter_async_context(
-                _served(app, "network-api", host=args.host, port=args.port)
-            )
-            print(f"network API    {url}  (database {layout.database})", flush=True)
+            if service is not None:
+                await stack.enter_async_context(
+                    _served(app, "network-api", host=args.host, port=args.port)
+                )
+                print(f"network API    {url}  (database {layout.database})", flush=True)
+            else:
+                print(f"network API    {url}  (read as admin)", flush=True)
+            print(f"bus            {_redacted(args.bus_url)}", flush=True)
             metadata: tuple[ipaddress.IPv6Address, int] | None = None
             orchestrator = Orchestrator(
                 bus=bus,
@@ -350,60 +496,104 @@ async def _run_up(args: argparse.Namespace, layout: Layout, agent: AgentControl)
                 appliance=appliance,
                 presence=netns_present,
                 control=control,
-                settings=OrchestratorSettings(
-                    management_prefixlen=provider.mgmt_prefix.prefixlen,
-                    boot_timeout=args.boot_timeout,
-                    max_failures=args.max_failures,
-                    health_period=args.health_period,
-                    metadata=(provider.host_address.ip, args.metadata_port)
-                    if args.metadata_port
-                    else None,
-                ),
+                settings=_settings(args, provider),
             )
             if args.metadata_port:
-                await _management_bridge(provider)
-                metadata = (provider.host_address.ip, args.metadata_port)
-                meta_app = create_metadata_app(
-                    lookup=HttpInstanceLookup(client=metadata_client),
-                    appliances=lambda peer: peer in orchestrator.appliance_addresses(),
-                    nova=None,
-                    secret=None,
+                metadata = await _serve_metadata(
+                    stack, args.metadata_port, provider, orchestrator, metadata_client
                 )
-                await stack.enter_async_context(
-                    _served(meta_app, "metadata", host=str(metadata[0]), port=metadata[1])
-                )
-            print(f"appliance agent {layout.control}  (log {layout.agent_log})", flush=True)
-            print(
-                f"appliances     namespaces {args.netns_prefix}*, management bridge"
-                f" {args.mgmt_bridge} ({provider.host_address}), fabric links"
-                f" {args.fabric_prefix}*",
-                flush=True,
-            )
-            uplinks = provider.fabric.layout.uplinks
-            if uplinks:
-                bound = ", ".join(f"{physnet}={nic}" for physnet, nic in sorted(uplinks.items()))
-                print(f"uplinks        {bound}", flush=True)
-            if metadata is not None:
-                print(f"metadata       http://[{metadata[0]}]:{metadata[1]}", flush=True)
+            _banner(args, layout, provider, metadata)
             if args.admin_port:
                 await _serve_admin(stack, args.admin_port, layout.admin_token, orchestrator)
             print("ready; Ctrl-C stops (appliances keep running)", flush=True)
-            running = asyncio.create_task(orchestrator.run(), name="orchestrator")
-            stopping = asyncio.create_task(stop.wait(), name="stop")
-            await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            await orchestrator.close()
-            await running
+            await _run_until(stop, orchestrator, agent)
     finally:
         await metadata_client.aclose()
         await appliance.aclose()
         await bus.close()
         provider.fabric.close()
-        service.db.close()
+        if service is not None:
+            service.db.close()
         control.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     print("stopped", flush=True)
+
+
+def _settings(args: argparse.Namespace, provider: NetnsProvider) -> OrchestratorSettings:
+    return OrchestratorSettings(
+        management_prefixlen=provider.mgmt_prefix.prefixlen,
+        boot_timeout=args.boot_timeout,
+        max_failures=args.max_failures,
+        health_period=args.health_period,
+        concurrency=args.concurrency,
+        metadata=(provider.host_address.ip, args.metadata_port) if args.metadata_port else None,
+    )
+
+
+async def _run_until(stop: asyncio.Event, orchestrator: Orchestrator, agent: AgentProcess) -> None:
+    """Run the orchestrator, the agent's supervisor with it, until ``stop`` (or it ends)."""
+    running = asyncio.create_task(orchestrator.run(), name="orchestrator")
+    supervising = asyncio.create_task(
+        agent.supervise(orchestrator.readopt), name="agent-supervisor"
+    )
+    stopping = asyncio.create_task(stop.wait(), name="stop")
+    await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    supervising.cancel()
+    await asyncio.gather(supervising, stopping, return_exceptions=True)
+    await orchestrator.close()
+    await running
+
+
+async def _serve_metadata(
+    stack: contextlib.AsyncExitStack,
+    port: int,
+    provider: NetnsProvider,
+    orchestrator: Orchestrator,
+    client: httpx.AsyncClient,
+) -> tuple[ipaddress.IPv6Address, int]:
+    """The metadata service on the management bridge's host address until ``stack`` closes."""
+    await _management_bridge(provider)
+    where = (provider.host_address.ip, port)
+    app = create_metadata_app(
+        lookup=HttpInstanceLookup(client=client),
+        appliances=lambda peer: peer in orchestrator.appliance_addresses(),
+        nova=None,
+        secret=None,
+    )
+    await stack.enter_async_context(_served(app, "metadata", host=str(where[0]), port=port))
+    return where
+
+
+def _banner(
+    args: argparse.Namespace,
+    layout: Layout,
+    provider: NetnsProvider,
+    metadata: tuple[ipaddress.IPv6Address, int] | None,
+) -> None:
+    print(f"appliance agent {layout.control}  (log {layout.agent_log})", flush=True)
+    print(
+        f"appliances     namespaces {args.netns_prefix}*, management bridge"
+        f" {args.mgmt_bridge} ({provider.host_address}), fabric links"
+        f" {args.fabric_prefix}*",
+        flush=True,
+    )
+    uplinks = provider.fabric.layout.uplinks
+    if uplinks:
+        bound = ", ".join(f"{physnet}={nic}" for physnet, nic in sorted(uplinks.items()))
+        print(f"uplinks        {bound}", flush=True)
+    if metadata is not None:
+        print(f"metadata       http://[{metadata[0]}]:{metadata[1]}", flush=True)
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _quiet_httpx() -> None:
@@ -468,7 +658,7 @@ def _down(args: argparse.Namespace) -> int:
     layout = Layout(args.state_dir)
     layout.root.mkdir(mode=0o755, parents=True, exist_ok=True)
     with _agent(layout) as agent:
-        removed = asyncio.run(_run_down(args, agent))
+        removed = asyncio.run(_run_down(args, agent.control))
     shutil.rmtree(layout.root, ignore_errors=True)
     removed.append(f"state directory {layout.root}")
     for line in removed:

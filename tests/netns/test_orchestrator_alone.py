@@ -1,0 +1,141 @@
+"""``astara orchestrator`` on its own: the network API in another process, notifications on RabbitMQ.
+
+The deployment of a cloud, on one host: ``astara network-api --bus-url
+rabbit://…`` publishes Neutron's notifications to the real RabbitMQ
+(exchange ``neutron``), and ``astara orchestrator`` reads them from a queue of
+its own (named for this test run, deleted with it) and reconciles against the
+network API over HTTP. A router made through openstacksdk becomes an appliance
+with its address, ACTIVE; deleted, it goes. Needs RabbitMQ on 127.0.0.1:5672.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from astara.providers.naming import name_candidates
+from tests.component.conftest import connect
+from tests.conftest import run_prefix
+from tests.netns.test_up import (
+    ASTARA,
+    BRIDGE,
+    FABRIC_PREFIX,
+    NETNS_PREFIX,
+    _addresses,
+    _free_port,
+    _links,
+    _namespaces,
+    _stop,
+    _until,
+)
+
+pytestmark = pytest.mark.netns
+
+RABBIT = "rabbit://guest:guest@127.0.0.1:5672/"
+
+
+@contextlib.contextmanager
+def _started(argv: list[str], log: Path, ready: str) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as output:
+        proc = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        _until(ready, lambda: ready in log.read_text() or proc.poll() is not None, 60, log)
+        assert proc.poll() is None, f"{argv[3]} exited:\n" + log.read_text()[-4000:]
+        yield proc
+    finally:
+        assert _stop(proc) == 0, log.read_text()[-4000:]
+
+
+def test_a_router_made_on_another_process_api_converges_through_rabbitmq() -> None:
+    work = Path(tempfile.mkdtemp(prefix=f"{run_prefix()}-"))
+    work.chmod(0o755)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    queue = f"{run_prefix()}-orchestrator"
+    mgmt = ipaddress.IPv6Network(f"fd00:a57d:{secrets.randbelow(0xFFFF):x}::/64")
+    flags = [
+        "--state-dir",
+        str(work / "orchestrator"),
+        "--fabric-prefix",
+        FABRIC_PREFIX,
+        "--netns-prefix",
+        NETNS_PREFIX,
+        "--mgmt-bridge",
+        BRIDGE,
+        "--mgmt-prefix",
+        str(mgmt),
+    ]
+    api_argv = [*ASTARA, "network-api", "--port", str(port), "--bus-url", RABBIT]
+    api_argv += ["--db", f"sqlite:///{work / 'network.db'}"]
+    orchestrator_argv = [*ASTARA, "orchestrator", *flags, "--network-url", url]
+    orchestrator_argv += ["--bus-url", f"{RABBIT}?queue={queue}&durable=false"]
+    orchestrator_argv += ["--admin-port", str(_free_port())]
+    orchestrator_argv += ["--metadata-port", str(_free_port())]
+    try:
+        with (
+            _api(api_argv, work / "api.log", url),
+            _started(orchestrator_argv, work / "orchestrator.log", "ready;"),
+        ):
+            log = work / "orchestrator.log"
+            assert "bus            rabbit://guest:***@127.0.0.1:5672/" in log.read_text()
+            sdk = connect(url)
+            network = sdk.network.create_network(
+                name="net",
+                provider_network_type="vxlan",
+                provider_segmentation_id=100_000 + secrets.randbelow(16_000_000),
+            )
+            subnet = sdk.network.create_subnet(
+                network_id=network.id, cidr="10.79.0.0/24", ip_version=4, gateway_ip="10.79.0.1"
+            )
+            router = sdk.network.create_router(name="r-alone")
+            sdk.network.add_interface_to_router(router, subnet=subnet.id)
+            netns = name_candidates(NETNS_PREFIX, router.id)[0]
+            _until("the router's address", lambda: "10.79.0.1" in _addresses(netns), 60, log)
+            _until(
+                "router ACTIVE",
+                lambda: sdk.network.get_router(router.id).status == "ACTIVE",
+                60,
+                log,
+            )
+            sdk.network.remove_interface_from_router(router, subnet=subnet.id)
+            sdk.network.delete_router(router)
+            _until(
+                "the appliance destroyed", lambda: netns not in _namespaces(NETNS_PREFIX), 60, log
+            )
+        down = subprocess.run(
+            [*ASTARA, "down", *flags], capture_output=True, text=True, timeout=120, check=False
+        )
+        assert down.returncode == 0, down.stderr
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert not _namespaces(NETNS_PREFIX)
+    assert not _namespaces(FABRIC_PREFIX)
+    assert not _links()
+
+
+@contextlib.contextmanager
+def _api(argv: list[str], log: Path, url: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``astara network-api``, ready once it answers ``GET /``."""
+
+    def answers() -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(url + "/", timeout=1).status_code == 200
+        return False
+
+    with log.open("ab") as output:
+        proc = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        _until("the network API", lambda: answers() or proc.poll() is not None, 60, log)
+        assert proc.poll() is None, "network-api exited:\n" + log.read_text()[-4000:]
+        yield proc
+    finally:
+        assert _stop(proc) == 0, log.read_text()[-4000:]
