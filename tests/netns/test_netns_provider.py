@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -281,3 +282,21 @@ async def test_no_agent_is_temporary_and_a_later_boot_finishes(env: Env, workdir
     assert made.name in _namespaces()
     await env.provider().destroy(router_id=router_id)
     assert made.name not in _namespaces()
+
+
+async def test_a_network_removed_under_the_provider_is_ensured_again_on_the_next_plug(
+    env: Env,
+) -> None:
+    router_id = str(uuid.uuid4())
+    provider = env.provider()
+    first = _port(5)
+    made = await provider.boot(router_id=router_id, ports=[first])
+    assert made.nic_of(first.port_id) is not None
+    # the network goes (an operator, astara down of another run): the provider does not know
+    await provider.fabric.remove_network(first.network_id)
+    assert first.network_id not in {n.network_id for n in await provider.fabric.networks()}
+    second = dataclasses.replace(first, port_id=str(uuid.uuid4()), mac="02:00:5e:21:00:05")
+    plugged = await provider.plug(router_id=router_id, port=second)
+    assert plugged.nic_of(second.port_id) is not None  # ensured again, then plugged
+    assert first.network_id in {n.network_id for n in await provider.fabric.networks()}
+    await provider.destroy(router_id=router_id)

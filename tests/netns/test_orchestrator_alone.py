@@ -5,11 +5,14 @@ rabbit://…`` publishes Neutron's notifications to the real RabbitMQ
 (exchange ``neutron``), and ``astara orchestrator`` reads them from a queue of
 its own (named for this test run, deleted with it) and reconciles against the
 network API over HTTP. A router made through openstacksdk becomes an appliance
-with its address, ACTIVE; deleted, it goes. Needs RabbitMQ on 127.0.0.1:5672.
+with its address, ACTIVE; deleted, it goes. Malformed messages published on
+the exchange first are logged and dropped, and the orchestrator goes on.
+Needs RabbitMQ on 127.0.0.1:5672.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import secrets
@@ -22,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from astara.bus.transports import bus_from_url
 from astara.providers.naming import name_candidates
 from tests.component.conftest import connect
 from tests.conftest import run_prefix
@@ -87,6 +91,7 @@ def test_a_router_made_on_another_process_api_converges_through_rabbitmq() -> No
         ):
             log = work / "orchestrator.log"
             assert "bus            rabbit://guest:***@127.0.0.1:5672/" in log.read_text()
+            asyncio.run(_publish_garbage())  # logged and dropped: the orchestrator goes on
             sdk = connect(url)
             network = sdk.network.create_network(
                 name="net",
@@ -106,6 +111,7 @@ def test_a_router_made_on_another_process_api_converges_through_rabbitmq() -> No
                 60,
                 log,
             )
+            assert log.read_text().count("malformed") >= len(GARBAGE), log.read_text()[-3000:]
             sdk.network.remove_interface_from_router(router, subnet=subnet.id)
             sdk.network.delete_router(router)
             _until(
@@ -120,6 +126,24 @@ def test_a_router_made_on_another_process_api_converges_through_rabbitmq() -> No
     assert not _namespaces(NETNS_PREFIX)
     assert not _namespaces(FABRIC_PREFIX)
     assert not _links()
+
+
+GARBAGE = (
+    b"nonsense",
+    b"[]",
+    b'{"oslo.version": "2.0", "oslo.message": "{\\"event_type\\": 5}"}',
+    b'{"event_type": "router.update.end", "payload": {}}',
+)
+
+
+async def _publish_garbage() -> None:
+    """Malformed messages on Neutron's exchange, as a broken publisher would send them."""
+    bus = bus_from_url(RABBIT)
+    try:
+        for body in GARBAGE:
+            await bus.publish(exchange="neutron", routing_key="notifications.info", body=body)
+    finally:
+        await bus.close()
 
 
 @contextlib.contextmanager

@@ -53,6 +53,8 @@ class Appliance:
         return Status(v4=True, v6=False)
 
     async def get_config(self, address: object) -> ConfigurationBody | None:
+        if not self.answering:
+            raise ApplianceUnreachable(f"{address}: connect timeout")
         return self.configs.get(str(address))
 
     async def put_config(self, address: object, body: ConfigurationBody) -> ConfigurationBody:
@@ -263,9 +265,16 @@ async def test_rebuild_destroys_then_converges_again(world: World) -> None:
     assert response.json() == {"router_id": router_id, "queued": True}
 
     async def rebuilt() -> bool:
-        view = await world.router(router_id)
-        reasons = [e["reason"] for e in view["history"] if e["kind"] == "rebuild"]
-        return "forced rebuild: instance destroyed" in reasons and view["state"] == "ACTIVE"
+        history = (await world.router(router_id))["history"]
+        marks = [
+            i
+            for i, e in enumerate(history)
+            if e["kind"] == "rebuild" and e["reason"] == "forced rebuild: instance destroyed"
+        ]
+        # ACTIVE again by a transition after the rebuild (not the state before it)
+        return bool(marks) and any(
+            e["kind"] == "transition" and e["to"] == "ACTIVE" for e in history[marks[-1] + 1 :]
+        )
 
     await until(rebuilt, "the rebuild")
     assert ("destroy", router_id) in world.provider.calls

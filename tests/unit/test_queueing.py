@@ -393,3 +393,71 @@ def test_invalid_shard_filter_is_refused(index: int, shards: int) -> None:
 def test_shard_of_refuses_zero_shards() -> None:
     with pytest.raises(ValueError, match="shards"):
         shard_of(A, 0)
+
+
+async def _timed_queue(cooldown: float) -> tuple[WorkQueue, list[float], asyncio.Event]:
+    """A queue whose reconciles record their start times and hold until ``gate`` is set."""
+    starts: list[float] = []
+    gate = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def reconcile(key: ResourceKey) -> None:
+        starts.append(loop.time())
+        await gate.wait()
+
+    return WorkQueue(reconcile=reconcile, cooldown=cooldown), starts, gate
+
+
+async def test_a_burst_while_running_is_one_follow_up_after_the_cooldown() -> None:
+    queue, starts, gate = await _timed_queue(cooldown=0.2)
+    async with running(queue):
+        queue.enqueue(A)
+        await settle()
+        for _ in range(50):  # a burst of events for the running key
+            queue.enqueue(A)
+        gate.set()
+        await asyncio.wait_for(queue.join(), 2)
+        assert len(starts) == 2  # the first, then one follow-up for all fifty
+        assert starts[1] - starts[0] >= 0.2 - 0.01  # no sooner than the cooldown
+        assert queue.stats.coalesced == 49
+        for _ in range(5):  # enqueued while cooling: coalesced into the one follow-up
+            queue.enqueue(A)
+
+
+async def test_the_reconcilers_own_look_skips_the_cooldown() -> None:
+    queue, starts, gate = await _timed_queue(cooldown=5.0)
+    async with running(queue):
+        queue.enqueue(A)
+        await settle()
+        queue.enqueue(A)  # an event: would wait 5 s
+        queue.enqueue(A, now=True)  # the reconciler's own next look: at once
+        gate.set()
+        await asyncio.wait_for(queue.join(), 1)
+        assert len(starts) == 2
+        assert starts[1] - starts[0] < 1.0
+
+
+async def test_a_cooling_key_starts_at_once_when_a_look_is_due_and_close_cancels_cooling() -> None:
+    queue, starts, gate = await _timed_queue(cooldown=5.0)
+    async with running(queue):
+        queue.enqueue(A)
+        await settle()
+        queue.enqueue(A)  # an event while it runs: a follow-up, after the cooldown
+        gate.set()
+        await settle()
+        assert len(starts) == 1
+        assert queue.stats.queued == 1  # cooling
+        queue.enqueue(A, now=True)
+        await settle()
+        assert len(starts) == 2  # started at once
+        await asyncio.wait_for(queue.join(), 1)
+
+        gate.clear()
+        queue.enqueue(A)
+        await settle()
+        queue.enqueue(A)
+        gate.set()
+        await settle()
+        assert queue.stats.queued == 1  # cooling again when the queue closes
+    assert queue.stats.queued == 0  # close cancelled the cooling timer
+    assert len(starts) == 3

@@ -140,6 +140,10 @@ class FakeAppliance:
         return Status(v4=True, v6=False)
 
     async def get_config(self, address: object) -> ConfigurationBody | None:
+        if not self.answering:
+            raise ApplianceUnreachable(f"{address}: connect timeout")
+        if self.error is not None:
+            raise self.error
         return self.config
 
     async def put_config(self, address: object, body: ConfigurationBody) -> ConfigurationBody:

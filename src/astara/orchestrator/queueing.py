@@ -21,6 +21,12 @@ Invariants:
   (the first marks it, the rest are ``coalesced``). No event is lost, since
   the follow-up starts after the last of them and reads the state afresh;
   there is no stampede.
+- A dirty key's follow-up starts no sooner than ``cooldown`` after its
+  previous reconcile started (it *cools*, and enqueues meanwhile coalesce
+  into it), so a burst of events for one resource costs about one reconcile
+  per ``cooldown``, not one per reconcile's duration. ``enqueue(key,
+  now=True)`` (the reconciler's own next look, due at once) skips the cooldown
+  and ends one.
 - Keys start in the order they were first enqueued; a dirty key goes to the
   back of the line, so a hot key cannot starve the others: between two of
   its reconciles, every key that was waiting gets its turn.
@@ -63,6 +69,7 @@ from astara.orchestrator.resolution import ResourceKey
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
+    "DEFAULT_COOLDOWN",
     "DEFAULT_SHARDS",
     "QueueStats",
     "ShardFilter",
@@ -74,6 +81,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 16
 """Reconciles in flight at once, over all keys."""
+
+DEFAULT_COOLDOWN = 0.25
+"""Seconds between the starts of two event-driven reconciles of one key, at least."""
 
 DEFAULT_SHARDS = 1
 """Orchestrator processes the keys are spread over; one keeps everything."""
@@ -111,9 +121,16 @@ class WorkQueue:
         *,
         reconcile: Callable[[ResourceKey], Awaitable[None]],
         concurrency: int = DEFAULT_CONCURRENCY,
+        cooldown: float = DEFAULT_COOLDOWN,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+        if cooldown < 0:
+            raise ValueError(f"cooldown must not be negative, not {cooldown}")
+        self._cooldown = cooldown
+        self._started_at: dict[ResourceKey, float] = {}
+        self._urgent: set[ResourceKey] = set()
+        self._cooling: dict[ResourceKey, asyncio.TimerHandle] = {}
         self._reconcile = reconcile
         self._concurrency = concurrency
         self._line: deque[ResourceKey] = deque()
@@ -132,21 +149,36 @@ class WorkQueue:
     @property
     def stats(self) -> QueueStats:
         """A snapshot of the counters."""
-        return dataclasses.replace(self._stats, queued=len(self._line), running=len(self._running))
+        return dataclasses.replace(
+            self._stats, queued=len(self._line) + len(self._cooling), running=len(self._running)
+        )
 
     @property
     def running(self) -> frozenset[ResourceKey]:
         """The keys being reconciled now."""
         return frozenset(self._running)
 
-    def enqueue(self, key: ResourceKey) -> None:
-        """Ask for a reconcile of ``key``: now if there is room, else when its turn comes."""
+    def enqueue(self, key: ResourceKey, *, now: bool = False) -> None:
+        """Ask for a reconcile of ``key``: now if there is room, else when its turn comes.
+
+        ``now``: the reconciler's own next look, due at once: no cooldown.
+        """
         if self._closing:
             self._stats.dropped += 1
             log.debug("queue closed; %s dropped", key)
-        elif key in self._waiting or key in self._dirty:
+        elif key in self._cooling:
+            if now:
+                self._cooling.pop(key).cancel()
+                self._push(key)
+            else:
+                self._stats.coalesced += 1
+        elif key in self._waiting:
             self._stats.coalesced += 1
         elif key in self._running:
+            if now:
+                self._urgent.add(key)
+            if key in self._dirty:
+                self._stats.coalesced += 1
             self._dirty.add(key)
         else:
             self._push(key)
@@ -189,6 +221,9 @@ class WorkQueue:
         self._closing = True
         if not drain:
             self._cancel_all()
+        for timer in self._cooling.values():
+            timer.cancel()
+        self._cooling.clear()
         self._wakeup.set()
         if self._started:
             await self._stopped.wait()
@@ -208,6 +243,7 @@ class WorkQueue:
             self._waiting.discard(key)
             # Marked running before the task exists, so no enqueue can slip in between.
             self._running.add(key)
+            self._started_at[key] = asyncio.get_running_loop().time()
             task = asyncio.create_task(self._work(key), name=f"reconcile {key}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -229,13 +265,25 @@ class WorkQueue:
     def _finish(self, key: ResourceKey) -> None:
         """Free the key's slot; line it up again, at the back, if it was enqueued meanwhile."""
         self._running.discard(key)
+        started = self._started_at.pop(key, None)
         if key in self._dirty:
             self._dirty.discard(key)
+            urgent = key in self._urgent
+            self._urgent.discard(key)
             if not self._closing:
-                self._push(key)
-        if not self._line and not self._running:
+                loop = asyncio.get_running_loop()
+                due = (started if started is not None else loop.time()) + self._cooldown
+                if urgent or due <= loop.time():
+                    self._push(key)
+                else:
+                    self._cooling[key] = loop.call_at(due, self._cooled, key)
+        if not self._line and not self._running and not self._cooling:
             self._idle.set()
         self._wakeup.set()
+
+    def _cooled(self, key: ResourceKey) -> None:
+        if self._cooling.pop(key, None) is not None and not self._closing:
+            self._push(key)
 
     def _cancel_all(self) -> None:
         for task in self._tasks:

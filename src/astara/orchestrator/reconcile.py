@@ -26,15 +26,16 @@ What the observation means:
 - *wanted interfaces*: the MACs of the router's gateway port (when it has a
   gateway) and interface ports; *plugged*: the MACs of the instance's port
   NICs. The appliance matches its NICs by MAC, so MACs are what must agree.
-- *agent answering*: ``status()`` got any answer. Only
+- *agent answering*: ``get_config()`` got any answer. Only
   ``ApplianceUnreachable`` (no answer at all) is silence.
-- *healthy*: ``status()`` returned a valid ``Status``. Its ``v4``/``v6``
-  flags say whether the appliance reaches its upstream gateways; they are
-  false for a router without a gateway and during an upstream outage, which
-  a rebuild cannot fix (and rebuilding every router of a broken uplink is the
-  outage the breaker exists to prevent), so they do not make it unhealthy.
-  An agent that answers with an error (5xx, a refusal, a body that is not
-  v1) is unhealthy: it is up but broken, and is rebuilt.
+- *healthy*: ``get_config()`` returned a valid body (or none pushed yet).
+  The reconcile does not ask ``status()``: its ``v4``/``v6`` flags (the
+  upstream gateways answer) are false for a router without a gateway and
+  during an upstream outage, which a rebuild cannot fix (and rebuilding every
+  router of a broken uplink is the outage the breaker exists to prevent), and
+  computing them may cost a ping. An agent that answers with an error (5xx, a
+  refusal, a body that is not v1) is unhealthy: it is up but broken, and is
+  rebuilt. The health monitor's periodic probe is ``status()``.
 - *configuration applied*: the fingerprint (SHA-256 of the canonical JSON)
   of the appliance's ``GET`` configuration equals that of ``build_config``.
 - *booted_at*: the instance's ``booted_at`` on the injected ``clock``
@@ -518,25 +519,20 @@ class RouterReconciler:
         )
         if instance is None or router is None or state in (State.STOPPING, State.GONE):
             return _Seen(router, ports, instance, _present(base, instance))
-        # the probe, the configuration wanted and the one applied, read at once; the last
-        # two only count (and only raise) when the probe finds the appliance healthy
-        probed, built, got = await asyncio.gather(
-            self._probe(instance),
-            self._build(router_id, reader),
-            self._appliance.get_config(_address(instance)),
-            return_exceptions=True,
+        # the probe (which reads the configuration applied) and the configuration wanted, at
+        # once; the wanted one only counts (and only raises) when the appliance is healthy
+        probed, built = await asyncio.gather(
+            self._probe(instance), self._build(router_id, reader), return_exceptions=True
         )
         if isinstance(probed, BaseException):
             raise probed
-        answering, healthy = probed
+        answering, healthy, applied = probed
         observed = replace(_present(base, instance), agent_answering=answering, healthy=healthy)
         if not healthy:
             return _Seen(router, ports, instance, observed)
         if isinstance(built, BaseException):
             raise built
-        if isinstance(got, BaseException):
-            raise got
-        wanted, applied = built, got
+        wanted = built
         observed = replace(
             observed,
             config_wanted=config_fingerprint(wanted),
@@ -556,20 +552,24 @@ class RouterReconciler:
             return None, ()
         return router, tuple(router_ports(router, ports))
 
-    async def _probe(self, instance: Instance) -> tuple[bool, bool]:
-        """(agent answering, healthy) of ``instance``'s appliance; see the module docstring."""
+    async def _probe(self, instance: Instance) -> tuple[bool, bool, ConfigurationBody | None]:
+        """(agent answering, healthy, configuration applied) of ``instance``'s appliance.
+
+        One ``GET /v1/system/config/``: an answer proves the agent alive and gives
+        what it runs. (``/v1/status/`` would add nothing the reconcile uses, and
+        it pings the upstream gateway when its neighbour entry is cold: up to a
+        second per look where the upstream is slow or absent.)
+        """
         if instance.management_address is None:
-            return False, False
+            return False, False, None
         try:
-            status = await self._appliance.status(instance.management_address)
+            applied = await self._appliance.get_config(instance.management_address)
         except ApplianceUnreachable:
-            return False, False
+            return False, False, None
         except Exception as exc:  # noqa: BLE001 - an agent answering with an error is unhealthy
             log.info("router %s: the agent answers but is unhealthy: %s", instance.router_id, exc)
-            return True, False
-        if not (status.v4 or status.v6):
-            log.debug("router %s: the appliance reaches no upstream gateway", instance.router_id)
-        return True, True
+            return True, False, None
+        return True, True, applied
 
     async def _build(self, router_id: str, reader: RouterReader) -> ConfigurationBody:
         return await build_config(

@@ -310,8 +310,10 @@ class Orchestrator:
         self._timers[key] = loop.call_later(delay, self._fire, key)
 
     def _fire(self, key: ResourceKey) -> None:
+        """A look the reconciler asked for is due: the queue's cooldown does not apply."""
         self._timers.pop(key, None)
-        self._enqueue(key)
+        if self._shard.keeps(key):
+            self.queue.enqueue(key, now=True)
 
     # -- reconciling -------------------------------------------------------------------------
     async def _reconcile(self, key: ResourceKey) -> None:

@@ -38,6 +38,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from ipaddress import IPv6Address, IPv6Interface, IPv6Network
 from typing import Any
 
@@ -55,6 +56,7 @@ from astara.providers.base import (
     Nic,
     PortSpec,
     ProviderConflictError,
+    ProviderError,
     ProviderNotFoundError,
     ProviderPermanentError,
     ProviderTemporaryError,
@@ -183,6 +185,9 @@ class NetnsProvider:
         self.host_address = IPv6Interface(f"{self.mgmt_prefix[1]}/{self.mgmt_prefix.prefixlen}")
         self._locks: dict[str, asyncio.Lock] = {}
         self._bridge_lock = asyncio.Lock()
+        #: networks this provider ensured, as ensured: a plug on one trusts it (a dump of
+        #: every link on the host per plug cost ~100 ms), and ensures again if the plug fails
+        self._ensured: dict[str, NetworkSpec] = {}
 
     # -- names ----------------------------------------------------------------------
     def host_link(self, router_id: str) -> str:
@@ -374,15 +379,16 @@ class NetnsProvider:
                 f"port {port.port_id}: network type {port.network_type!r} is not one of"
                 f" {', '.join(t.value for t in NetworkType)}"
             ) from None
-        with _fabric_errors(f"plug port {port.port_id}"):
-            spec = NetworkSpec(
-                network_id=port.network_id,
-                network_type=kind,
-                segmentation_id=port.segmentation_id,
-                physical_network=port.physical_network,
-                mtu=port.mtu,
-            )
-            await self.fabric.ensure_network(spec)
+        spec = NetworkSpec(
+            network_id=port.network_id,
+            network_type=kind,
+            segmentation_id=port.segmentation_id,
+            physical_network=port.physical_network,
+            mtu=port.mtu,
+        )
+        trusted = self._ensured.get(port.network_id) == spec
+        if not trusted:
+            await self._ensure_network(spec, port.port_id)
         links = await _links(name) or []
         nics = [link for link in links if _GE.match(link.name) and link.name != MANAGEMENT_NIC]
         mine = next((n for n in nics if n.alias == port.port_id), None) or next(
@@ -393,16 +399,34 @@ class NetnsProvider:
         else:
             used = {int(m.group(1)) for n in links if (m := _GE.match(n.name))}
             ifname = f"ge{next(n for n in range(1, len(used) + 2) if n not in used)}"
-        with _fabric_errors(f"plug port {port.port_id}"):
-            await self.fabric.plug(
-                network_id=port.network_id,
-                port_id=port.port_id,
-                mac=port.mac,
-                mtu=port.mtu,
-                netns=name,
-                ifname=ifname,
-            )
+        plug = partial(
+            self.fabric.plug,
+            network_id=port.network_id,
+            port_id=port.port_id,
+            mac=port.mac,
+            mtu=port.mtu,
+            netns=name,
+            ifname=ifname,
+        )
+        try:
+            with _fabric_errors(f"plug port {port.port_id}"):
+                await plug()
+        except ProviderError:
+            if not trusted:
+                raise
+            # the network was ensured earlier, and something changed it since (an operator,
+            # astara down): ensure it again, then plug once more
+            await self._ensure_network(spec, port.port_id)
+            with _fabric_errors(f"plug port {port.port_id}"):
+                await plug()
         await _ip("-n", name, "link", "set", ifname, "alias", port.port_id)
+
+    async def _ensure_network(self, spec: NetworkSpec, port_id: str) -> None:
+        """``fabric.ensure_network``, remembered: the next plug on it trusts it (see ``_plug``)."""
+        self._ensured.pop(spec.network_id, None)
+        with _fabric_errors(f"plug port {port_id}"):
+            await self.fabric.ensure_network(spec)
+        self._ensured[spec.network_id] = spec
 
     async def plug(self, *, router_id: str, port: PortSpec) -> Instance:
         """Hot-plug ``port`` as the next free ``geN`` (or its NIC, if plugged); idempotent.
