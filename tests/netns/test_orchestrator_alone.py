@@ -117,12 +117,12 @@ def test_a_router_made_on_another_process_api_converges_through_rabbitmq() -> No
             _until(
                 "the appliance destroyed", lambda: netns not in _namespaces(NETNS_PREFIX), 60, log
             )
+    finally:
         down = subprocess.run(
             [*ASTARA, "down", *flags], capture_output=True, text=True, timeout=120, check=False
         )
-        assert down.returncode == 0, down.stderr
-    finally:
         shutil.rmtree(work, ignore_errors=True)
+    assert down.returncode == 0, down.stderr
     assert not _namespaces(NETNS_PREFIX)
     assert not _namespaces(FABRIC_PREFIX)
     assert not _links()
@@ -162,4 +162,6 @@ def _api(argv: list[str], log: Path, url: str) -> Iterator[subprocess.Popen[byte
         assert proc.poll() is None, "network-api exited:\n" + log.read_text()[-4000:]
         yield proc
     finally:
-        assert _stop(proc) == 0, log.read_text()[-4000:]
+        # uvicorn shuts down gracefully on SIGTERM, then re-raises it: -15 is a clean stop
+        assert _stop(proc) in (0, -15), log.read_text()[-4000:]
+        assert "Traceback" not in log.read_text(), log.read_text()[-4000:]

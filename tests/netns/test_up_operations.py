@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
+from astara.orchestrator.queueing import DEFAULT_COOLDOWN as COOLDOWN
 from astara.providers.naming import name_candidates
 from tests.component.conftest import connect
 from tests.netns.test_up import ASTARA, NETNS_PREFIX, Up, _addresses, _astara_up, _free_port, _until
@@ -37,8 +38,8 @@ pytestmark = pytest.mark.netns
 
 BURST = 100
 SENDERS = 4
-#: reconcile steps a burst of BURST updates may cost: about one per cooldown (0.25 s) of the burst
-HANDFUL = 8
+#: reconcile steps a burst of BURST updates may cost at most, however slow the machine
+HANDFUL = 12
 
 
 class Admin:
@@ -148,7 +149,9 @@ def test_a_burst_of_updates_converges_with_a_handful_of_reconciles(admin: Admin)
             f"  {step['at'] - began:7.3f}s {step['from']} -> {step['to']} {step['action']}"
             f" {step['ms']:.1f} ms"
         )
-    assert 1 <= len(steps) <= HANDFUL, steps
+    # about one reconcile per cooldown of the burst (plus the first and the last), however
+    # long this machine takes to accept the 100 updates
+    assert 1 <= len(steps) <= min(HANDFUL, int(spent / COOLDOWN) + 3), steps
 
 
 def test_debug_holds_a_router_and_manage_resumes_it(admin: Admin) -> None:
