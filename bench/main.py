@@ -18,6 +18,7 @@ from pathlib import Path
 from bench.appliance import run_appliance_benchmarks
 from bench.figure import Figure
 from bench.network import run_network_benchmarks
+from bench.orchestrator import run_orchestrator_benchmarks
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -72,7 +73,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["appliance", "network"],
+        choices=["appliance", "network", "orchestrator"],
         help="run one group of figures (default: all); the results file holds what ran",
     )
     args = parser.parse_args()
@@ -84,6 +85,8 @@ def main() -> int:
         figures += run_appliance_benchmarks(appliances=args.appliances, repeat=args.repeat)
     if args.only in (None, "network"):
         figures += run_network_benchmarks()
+    if args.only in (None, "orchestrator"):
+        figures += run_orchestrator_benchmarks()
     machine = _machine()
     now = datetime.datetime.now(datetime.UTC)
     # a partial run gets its own file, so it never replaces a full run's figures
