@@ -408,20 +408,25 @@ async def _timed_queue(cooldown: float) -> tuple[WorkQueue, list[float], asyncio
     return WorkQueue(reconcile=reconcile, cooldown=cooldown), starts, gate
 
 
-async def test_a_burst_while_running_is_one_follow_up_after_the_cooldown() -> None:
+async def test_a_burst_while_running_follows_up_at_once_then_once_per_cooldown() -> None:
     queue, starts, gate = await _timed_queue(cooldown=0.2)
     async with running(queue):
         queue.enqueue(A)
         await settle()
         for _ in range(50):  # a burst of events for the running key
             queue.enqueue(A)
+        assert queue.stats.coalesced == 49
+        gate.set()
+        gate.clear()
+        await settle()
+        assert len(starts) == 2  # one follow-up for all fifty, at once (a change is often
+        assert starts[1] - starts[0] < 0.1  # two or three events)
+        for _ in range(10):  # the burst goes on while the follow-up runs
+            queue.enqueue(A)
         gate.set()
         await asyncio.wait_for(queue.join(), 2)
-        assert len(starts) == 2  # the first, then one follow-up for all fifty
-        assert starts[1] - starts[0] >= 0.2 - 0.01  # no sooner than the cooldown
-        assert queue.stats.coalesced == 49
-        for _ in range(5):  # enqueued while cooling: coalesced into the one follow-up
-            queue.enqueue(A)
+        assert len(starts) == 3  # one more follow-up for all ten...
+        assert starts[2] - starts[1] >= 0.2 - 0.01  # ...no sooner than the cooldown
 
 
 async def test_the_reconcilers_own_look_skips_the_cooldown() -> None:
@@ -439,25 +444,28 @@ async def test_the_reconcilers_own_look_skips_the_cooldown() -> None:
 
 async def test_a_cooling_key_starts_at_once_when_a_look_is_due_and_close_cancels_cooling() -> None:
     queue, starts, gate = await _timed_queue(cooldown=5.0)
-    async with running(queue):
+
+    async def burst(expected_starts: int) -> None:
+        """Enqueue A while it runs, twice in a row: the second follow-up cools."""
         queue.enqueue(A)
+        gate.clear()
         await settle()
-        queue.enqueue(A)  # an event while it runs: a follow-up, after the cooldown
+        queue.enqueue(A)
+        gate.set()
+        gate.clear()
+        await settle()
+        queue.enqueue(A)  # during the first follow-up
         gate.set()
         await settle()
-        assert len(starts) == 1
+        assert len(starts) == expected_starts
         assert queue.stats.queued == 1  # cooling
+
+    async with running(queue):
+        await burst(2)
         queue.enqueue(A, now=True)
         await settle()
-        assert len(starts) == 2  # started at once
+        assert len(starts) == 3  # started at once
         await asyncio.wait_for(queue.join(), 1)
-
-        gate.clear()
-        queue.enqueue(A)
-        await settle()
-        queue.enqueue(A)
-        gate.set()
-        await settle()
-        assert queue.stats.queued == 1  # cooling again when the queue closes
+        await burst(5)  # cooling again when the queue closes
     assert queue.stats.queued == 0  # close cancelled the cooling timer
-    assert len(starts) == 3
+    assert len(starts) == 5

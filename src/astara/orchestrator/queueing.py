@@ -21,12 +21,14 @@ Invariants:
   (the first marks it, the rest are ``coalesced``). No event is lost, since
   the follow-up starts after the last of them and reads the state afresh;
   there is no stampede.
-- A dirty key's follow-up starts no sooner than ``cooldown`` after its
-  previous reconcile started (it *cools*, and enqueues meanwhile coalesce
-  into it), so a burst of events for one resource costs about one reconcile
-  per ``cooldown``, not one per reconcile's duration. ``enqueue(key,
-  now=True)`` (the reconciler's own next look, due at once) skips the cooldown
-  and ends one.
+- A dirty key's first follow-up starts at once (one change often comes as
+  two or three events). A follow-up of a follow-up (a burst: events kept
+  coming while the key was reconciled twice in a row) starts no sooner than
+  ``cooldown`` after its previous reconcile started: it *cools*, and enqueues
+  meanwhile coalesce into it, so a burst costs about one reconcile per
+  ``cooldown``, not one per reconcile's duration. ``enqueue(key, now=True)``
+  (the reconciler's own next look, due at once) skips the cooldown and ends
+  one. A reconcile that ends with no follow-up ends the burst.
 - Keys start in the order they were first enqueued; a dirty key goes to the
   back of the line, so a hot key cannot starve the others: between two of
   its reconciles, every key that was waiting gets its turn.
@@ -131,6 +133,8 @@ class WorkQueue:
         self._started_at: dict[ResourceKey, float] = {}
         self._urgent: set[ResourceKey] = set()
         self._cooling: dict[ResourceKey, asyncio.TimerHandle] = {}
+        #: keys whose current reconcile is an event-driven follow-up (a burst under way)
+        self._following: set[ResourceKey] = set()
         self._reconcile = reconcile
         self._concurrency = concurrency
         self._line: deque[ResourceKey] = deque()
@@ -266,6 +270,8 @@ class WorkQueue:
         """Free the key's slot; line it up again, at the back, if it was enqueued meanwhile."""
         self._running.discard(key)
         started = self._started_at.pop(key, None)
+        following = key in self._following
+        self._following.discard(key)
         if key in self._dirty:
             self._dirty.discard(key)
             urgent = key in self._urgent
@@ -273,7 +279,9 @@ class WorkQueue:
             if not self._closing:
                 loop = asyncio.get_running_loop()
                 due = (started if started is not None else loop.time()) + self._cooldown
-                if urgent or due <= loop.time():
+                if not urgent:
+                    self._following.add(key)
+                if urgent or not following or due <= loop.time():
                     self._push(key)
                 else:
                     self._cooling[key] = loop.call_at(due, self._cooled, key)
