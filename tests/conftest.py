@@ -7,6 +7,7 @@ share the machine.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import secrets
@@ -115,3 +116,34 @@ def lab() -> Iterator[Lab]:
     finally:
         _inodes.update(made.netns_inodes)
         made.close()
+
+
+PG_ADMIN = os.environ.get("ASTARA_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@contextlib.contextmanager
+def scratch_database(kind: str, tmp_path: Path, stem: str) -> Iterator[str]:
+    """The URL of an empty database of ``kind`` (``sqlite`` or ``postgresql``), dropped after.
+
+    A PostgreSQL database is created on the server ``ASTARA_TEST_PG`` names; a
+    test that needs it fails (never skips) when the server is not there.
+    """
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / f'{stem}.db'}"
+        return
+    import sqlalchemy
+
+    name = f"astara_{stem}_{secrets.token_hex(4)}"
+    admin = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    except sqlalchemy.exc.OperationalError as exc:
+        admin.dispose()
+        pytest.fail(f"PostgreSQL is needed at {PG_ADMIN} (set ASTARA_TEST_PG): {exc}")
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()

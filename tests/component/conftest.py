@@ -10,8 +10,6 @@ openstacksdk connection to it, as admin; ``sdk_as(project)`` one as a member.
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
 import socket
 import threading
 import time
@@ -31,9 +29,9 @@ from astara.network.db.engine import open_database
 from astara.network.server import build_app
 from astara.network.service import NetworkService
 from astara.settings import NetworkSettings
+from tests.conftest import scratch_database
 
 T = TypeVar("T")
-PG_ADMIN = os.environ.get("ASTARA_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
 @dataclass
@@ -57,24 +55,8 @@ def _free_port() -> int:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'network.db'}"
-        return
-    import sqlalchemy
-
-    name = f"astara_test_{secrets.token_hex(4)}"
-    admin = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
-    except sqlalchemy.exc.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is needed at {PG_ADMIN} (set ASTARA_TEST_PG): {exc}")
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
+    with scratch_database(request.param, tmp_path, "network") as url:
+        yield url
 
 
 @pytest.fixture

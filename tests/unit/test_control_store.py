@@ -8,8 +8,6 @@ it after. They fail, never skip, when the server is not there.
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from astara.orchestrator.control_store import TABLE, ControlStore, DebugMode
-
-PG_ADMIN = os.environ.get("ASTARA_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+from tests.conftest import scratch_database
 
 
 class Clock:
@@ -31,23 +28,8 @@ class Clock:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'orchestrator.db'}"
-        return
-    name = f"astara_ctl_{secrets.token_hex(4)}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.fail(f"PostgreSQL is needed at {PG_ADMIN} (set ASTARA_TEST_PG): {exc}")
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
+    with scratch_database(request.param, tmp_path, "orchestrator") as made:
+        yield made
 
 
 def test_the_table_is_made_on_open_and_modes_survive_a_reopen(url: str) -> None:
