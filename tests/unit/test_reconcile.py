@@ -298,19 +298,36 @@ async def test_a_config_already_applied_is_not_pushed_again() -> None:
     assert world.statuses()[-1] == "ACTIVE"
 
 
-async def test_an_interface_added_is_hot_plugged_then_configured() -> None:
+async def test_an_interface_added_is_hot_plugged_then_configured_in_one_look() -> None:
     world = World()
     await world.converge()
     world.reader.ports.append(IFACE_B)
-    assert await world.step() is Action.REPLUG
+    requeues = len(world.requeued)
+    # the plug and the configuration it calls for, in one look: no BUILD for a router
+    # that keeps routing, and no second look
+    assert await world.step() is Action.CONFIGURE
     assert ("plug", ROUTER) in world.provider.calls
     assert "destroy" not in world.operations()
     instance = await world.provider.get(router_id=ROUTER)
     assert instance is not None and IFACE_B.mac_address in instance.macs
-    assert await world.step() is Action.CONFIGURE
     assert world.appliance.puts[-1] == await world.built()
+    assert await world.state() is State.ACTIVE
+    assert len(world.requeued) == requeues  # confirmed by the appliance: nothing to verify
     assert await world.step() is Action.NOTHING
-    assert world.statuses() == ["BUILD", "ACTIVE", "BUILD", "ACTIVE"]
+    assert world.statuses() == ["BUILD", "ACTIVE"]
+
+
+async def test_a_replug_whose_configuration_fails_is_configured_on_the_next_look() -> None:
+    world = World()
+    await world.converge()
+    world.reader.ports.append(IFACE_B)
+    world.appliance.deaf = True  # the push does not take
+    assert await world.step() is Action.CONFIGURE
+    assert IFACE_B.mac_address in (await world.provider.get(router_id=ROUTER)).macs  # type: ignore[union-attr]
+    assert await world.state() is State.CONFIGURING
+    world.appliance.deaf = False
+    assert await world.step() is Action.CONFIGURE
+    assert await world.state() is State.ACTIVE
 
 
 async def test_an_interface_removed_is_unplugged() -> None:
@@ -318,9 +335,8 @@ async def test_an_interface_removed_is_unplugged() -> None:
     world.reader.ports.append(IFACE_B)
     await world.converge()
     world.reader.ports.remove(IFACE_B)
-    assert await world.step() is Action.REPLUG
+    assert await world.step() is Action.CONFIGURE  # unplugged, then configured, in one look
     assert ("unplug", ROUTER) in world.provider.calls
-    assert await world.step() is Action.CONFIGURE
     assert await world.step() is Action.NOTHING
     assert "destroy" not in world.operations()
 

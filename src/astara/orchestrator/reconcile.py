@@ -356,6 +356,8 @@ class RouterReconciler:
             log.debug("router %s: %s", key.id, decision.reason)
             applied = await self._perform(key.id, decision.action, seen, reader)
             decision = self._confirmed(decision, seen, applied)
+            if decision.action is Action.REPLUG and not decision.failure:
+                decision = await self._configure_replugged(key, remembered, decision, seen, started)
         except Exception as exc:  # noqa: BLE001 - every failure is retried on the backoff
             await self._failed(key, remembered, _reason(exc), deleted=deleted)
             self._journal_step(key, remembered, decision, started, _reason(exc))
@@ -369,6 +371,36 @@ class RouterReconciler:
             failure = _reason(exc)
         self._journal_step(key, remembered, decision, started, failure)
         return decision
+
+    async def _configure_replugged(
+        self,
+        key: ResourceKey,
+        remembered: RouterState,
+        replug: Decision,
+        seen: _Seen,
+        started: float,
+    ) -> Decision:
+        """After a REPLUG, the CONFIGURE it calls for, in the same look when nothing else is due.
+
+        The configuration wanted was built by this look (NICs are matched by MAC, so it
+        does not depend on them); only the instance is read again, and the table decides
+        what follows the plug. One look instead of two for an interface added or removed,
+        and no BUILD status for a router that keeps routing meanwhile.
+        """
+        if seen.config is None:
+            return replug
+        instance = await self._provider.get(router_id=key.id)
+        if instance is None:
+            return replug
+        self._journal_step(key, remembered, replug, started, None)
+        observation = replace(seen.observation, plugged_interfaces=instance.macs)
+        after = replace(seen, instance=instance, observation=observation)
+        follow = decide(replug.next_state, observation, boot_timeout=self._boot_timeout)
+        if follow.action is not Action.CONFIGURE:
+            return replug
+        log.debug("router %s: %s", key.id, follow.reason)
+        applied = await self._perform(key.id, Action.CONFIGURE, after, _StepReader(self._reader))
+        return self._confirmed(follow, after, applied)
 
     def _journal_step(
         self,
