@@ -6,10 +6,13 @@ records the delay asked for.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+import pytest
 
 from astara.domain.backoff import Backoff
 from astara.domain.breaker import CircuitBreaker
@@ -84,11 +87,15 @@ IFACE_B = _port(
 )
 
 
+pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
+
+
 @dataclass
 class FakeReader:
     """A ``RouterReader`` over a router, its ports, and the subnets and networks they use."""
 
     gone: bool = False
+    router_reads: int = 0
     ports: list[PortRecord] = field(default_factory=lambda: [GATEWAY, IFACE_A])
     subnets_by_id: dict[str, SubnetRecord] = field(
         default_factory=lambda: {
@@ -99,6 +106,8 @@ class FakeReader:
     )
 
     async def router(self, *, router_id: str) -> RouterRecord:
+        self.router_reads += 1
+        await asyncio.sleep(0)  # a real read yields: the look's other reads run meanwhile
         if self.gone:
             raise RouterGone(router_id)
         return RouterRecord(
@@ -447,3 +456,13 @@ async def test_config_fingerprint_compares_json() -> None:
     assert config_fingerprint(body) == config_fingerprint(same)
     world.reader.ports.append(IFACE_B)
     assert config_fingerprint(await world.built()) != config_fingerprint(body)
+
+
+async def test_one_look_reads_the_router_once_and_leaves_no_read_running() -> None:
+    world = World()
+    await world.converge()
+    world.reader.router_reads = 0
+    assert await world.step() is Action.NOTHING
+    assert world.reader.router_reads == 1  # the observation and the build share the read
+    world.reader.gone = True  # deleted: the build started alongside fails, and is reaped
+    assert await world.step() is Action.STOP

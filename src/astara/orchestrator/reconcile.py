@@ -264,18 +264,29 @@ class _StepReader:
 
     def __init__(self, reader: RouterReader) -> None:
         self._reader = reader
-        self._routers: dict[str, RouterRecord] = {}
-        self._ports: dict[str, Sequence[PortRecord]] = {}
+        # the reads as futures: callers running at once (the observation and the build)
+        # share one request
+        self._routers: dict[str, asyncio.Future[RouterRecord]] = {}
+        self._ports: dict[str, asyncio.Future[Sequence[PortRecord]]] = {}
 
     async def router(self, *, router_id: str) -> RouterRecord:
         if router_id not in self._routers:
-            self._routers[router_id] = await self._reader.router(router_id=router_id)
-        return self._routers[router_id]
+            self._routers[router_id] = asyncio.ensure_future(
+                self._reader.router(router_id=router_id)
+            )
+        return await asyncio.shield(self._routers[router_id])
 
     async def router_ports(self, *, router_id: str) -> Sequence[PortRecord]:
         if router_id not in self._ports:
-            self._ports[router_id] = await self._reader.router_ports(router_id=router_id)
-        return self._ports[router_id]
+            self._ports[router_id] = asyncio.ensure_future(
+                self._reader.router_ports(router_id=router_id)
+            )
+        return await asyncio.shield(self._ports[router_id])
+
+    async def close(self) -> None:
+        """Wait for the reads still running (a caller that gave up left them)."""
+        pending: list[asyncio.Future[Any]] = [*self._routers.values(), *self._ports.values()]
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def subnets(self, *, subnet_ids: Collection[str]) -> Sequence[SubnetRecord]:
         return await self._reader.subnets(subnet_ids=subnet_ids)
@@ -347,7 +358,10 @@ class RouterReconciler:
         booted_at: float | None = None
         try:
             reader = _StepReader(self._reader)  # one reconcile reads the router once
-            seen = await self._observe(key, remembered.state, reader)
+            try:
+                seen = await self._observe(key, remembered.state, reader)
+            finally:
+                await reader.close()
             deleted = seen.observation.deleted
             if self._journal is not None and seen.router is not None:
                 self._journal.tenant(key.id, seen.router.project_id)
@@ -536,6 +550,24 @@ class RouterReconciler:
 
     # -- observe ------------------------------------------------------------------------
     async def _observe(self, key: ResourceKey, state: State, reader: RouterReader) -> _Seen:
+        """The observation; the configuration wanted is built from the start, alongside the
+        reads of the router, the instance and the appliance (it only counts, and only raises,
+        when the appliance is healthy), and is never left running."""
+        build = asyncio.ensure_future(self._build(key.id, reader))
+        try:
+            return await self._observe_with(key, state, reader, build)
+        finally:
+            if not build.done():
+                build.cancel()
+            await asyncio.gather(build, return_exceptions=True)
+
+    async def _observe_with(
+        self,
+        key: ResourceKey,
+        state: State,
+        reader: RouterReader,
+        build: asyncio.Future[ConfigurationBody],
+    ) -> _Seen:
         now = self._clock()
         router_id = key.id
         desired, instance = await settled(
@@ -551,20 +583,11 @@ class RouterReconciler:
         )
         if instance is None or router is None or state in (State.STOPPING, State.GONE):
             return _Seen(router, ports, instance, _present(base, instance))
-        # the probe (which reads the configuration applied) and the configuration wanted, at
-        # once; the wanted one only counts (and only raises) when the appliance is healthy
-        probed, built = await asyncio.gather(
-            self._probe(instance), self._build(router_id, reader), return_exceptions=True
-        )
-        if isinstance(probed, BaseException):
-            raise probed
-        answering, healthy, applied = probed
+        answering, healthy, applied = await self._probe(instance)
         observed = replace(_present(base, instance), agent_answering=answering, healthy=healthy)
         if not healthy:
             return _Seen(router, ports, instance, observed)
-        if isinstance(built, BaseException):
-            raise built
-        wanted = built
+        wanted = await build
         observed = replace(
             observed,
             config_wanted=config_fingerprint(wanted),
