@@ -12,6 +12,7 @@ import pytest
 
 from astara.cli import up
 from astara.cli.fabric_options import FabricOptionError, parse_uplinks
+from astara.cli.main import main
 from astara.orchestrator.logcontext import ResourceFilter, about
 
 
@@ -84,3 +85,29 @@ def test_an_orchestrator_database_that_cannot_open_is_a_clear_exit(tmp_path: Pat
         assert (tmp_path / "orchestrator.db").exists()
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["orchestrator"], "needs --bus-url rabbit://"),
+        (["orchestrator", "--bus-url", "embedded://"], "the embedded bus lives inside one process"),
+        (["orchestrator", "--bus-url", "kafka://broker"], "unknown bus transport kafka://"),
+        (["up", "--bus-url", "kafka://broker"], "unknown bus transport kafka://"),
+    ],
+)
+def test_a_bus_that_cannot_serve_is_refused_before_anything_starts(
+    argv: list[str], says: str, tmp_path: Path
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main([*argv, "--state-dir", str(tmp_path / "state")])
+    assert says in str(stopped.value.code)
+    assert not (tmp_path / "state").exists()  # no agent, no state directory
+
+
+def test_the_orchestrator_takes_its_bus_from_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "astara.toml"
+    config.write_text('[orchestrator]\nbus-url = "kafka://from-the-file"\n')
+    with pytest.raises(SystemExit) as stopped:
+        main(["orchestrator", "--config", str(config), "--state-dir", str(tmp_path / "s")])
+    assert "kafka://" in str(stopped.value.code)  # read from the file, then refused

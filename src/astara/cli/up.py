@@ -237,7 +237,7 @@ def register(parts: Any) -> None:
     )
     alone.add_argument(
         "--bus-url",
-        required=True,
+        default=None,
         help="the notifications' bus: rabbit://user:pass@host:5672/ (Neutron's or astara"
         " network-api's RabbitMQ)",
     )
@@ -452,11 +452,6 @@ def _bus(url: str) -> Bus:
 
 async def _run_up(args: argparse.Namespace, layout: Layout, agent: AgentProcess) -> None:
     """``up`` (network API, orchestrator, agent) or ``orchestrator`` (no network API)."""
-    if not args.serve_network and args.bus_url.lower().startswith("embedded:"):
-        raise SystemExit(
-            "astara: the embedded bus lives inside one process: astara orchestrator needs the"
-            " network API's RabbitMQ (--bus-url rabbit://...); astara up runs both in one"
-        )
     control = _control_store(args.orchestrator_db or f"sqlite:///{layout.orchestrator_db}")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -613,9 +608,24 @@ def structured_logs(handlers: Iterable[logging.Handler] | None = None) -> None:
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
 
 
+def _check_bus(args: argparse.Namespace) -> None:
+    """SystemExit with the reason if the bus URL cannot serve this command."""
+    if args.bus_url is None:
+        raise SystemExit(
+            "astara: astara orchestrator needs --bus-url rabbit://... (or in --config)"
+        )
+    if not args.serve_network and args.bus_url.lower().startswith("embedded:"):
+        raise SystemExit(
+            "astara: the embedded bus lives inside one process: astara orchestrator needs the"
+            " network API's RabbitMQ (--bus-url rabbit://...); astara up runs both in one"
+        )
+    _bus(args.bus_url)  # a bad URL is refused before anything starts
+
+
 def _up(args: argparse.Namespace) -> int:
+    _check_bus(args)
     if os.geteuid() != 0:
-        print("astara: astara up needs root (namespaces, bridges)", file=sys.stderr)
+        print(f"astara: astara {args.command} needs root (namespaces, bridges)", file=sys.stderr)
         return 1
     _quiet_httpx()
     structured_logs()
