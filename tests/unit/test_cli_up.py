@@ -111,3 +111,11 @@ def test_the_orchestrator_takes_its_bus_from_the_config_file(tmp_path: Path) -> 
     with pytest.raises(SystemExit) as stopped:
         main(["orchestrator", "--config", str(config), "--state-dir", str(tmp_path / "s")])
     assert "kafka://" in str(stopped.value.code)  # read from the file, then refused
+
+
+def test_shard_is_i_of_n() -> None:
+    assert up._shard("1/3") == (1, 3)
+    assert up._shard("0/1") == (0, 1)
+    for bad in ("3/3", "-1/2", "1", "a/b", "0/0"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            up._shard(bad)

@@ -8,8 +8,9 @@ import pytest
 
 from astara.bus.embedded import EmbeddedBus
 from astara.orchestrator.appliance_client import ApplianceClient
+from astara.orchestrator.queueing import shard_of
 from astara.orchestrator.resolution import ResourceKey
-from astara.orchestrator.runner import PRESENCE_PERIOD, Orchestrator
+from astara.orchestrator.runner import PRESENCE_PERIOD, Orchestrator, OrchestratorSettings
 from astara.providers.base import Instance
 from astara.providers.fake import FakeProvider
 
@@ -56,5 +57,32 @@ async def test_a_vanished_instance_is_reported_at_once_and_forgotten() -> None:
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
+        await orchestrator.close()
+        await appliance.aclose()
+
+
+async def test_a_sharded_orchestrator_adopts_and_reconciles_only_its_own_routers() -> None:
+    provider = FakeProvider()
+    routers = [f"00000000-0000-0000-0000-{n:012x}" for n in range(40)]
+    for router_id in routers:
+        await provider.boot(router_id=router_id, ports=())
+    appliance = ApplianceClient(token="unused")
+    orchestrator = Orchestrator(
+        bus=EmbeddedBus(),
+        network_url="http://127.0.0.1:9",
+        provider=provider,
+        appliance=appliance,
+        management_mac=_mac,
+        settings=OrchestratorSettings(shard_index=1, shards=3),
+    )
+    try:
+        mine = {r for r in routers if shard_of(ResourceKey.router(r), 3) == 1}
+        assert 0 < len(mine) < len(routers)
+        provider.calls.clear()
+        assert await orchestrator.readopt() == len(mine)
+        adopted = {router_id for operation, router_id in provider.calls if operation == "boot"}
+        assert adopted == mine  # the other shards' appliances are theirs to adopt
+        assert orchestrator.queue.stats.queued == len(mine)
+    finally:
         await orchestrator.close()
         await appliance.aclose()

@@ -159,6 +159,18 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
+def _shard(text: str) -> tuple[int, int]:
+    """``I/N`` as (I, N), with 0 <= I < N."""
+    index, _, count = text.partition("/")
+    try:
+        shard, shards = int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N (e.g. 0/2)") from None
+    if shards < 1 or not 0 <= shard < shards:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= I < N")
+    return shard, shards
+
+
 def _orchestrator_options() -> argparse.ArgumentParser:
     """The flags ``up`` and ``orchestrator`` share: how the orchestrator runs."""
     opts = argparse.ArgumentParser(add_help=False)
@@ -240,6 +252,15 @@ def register(parts: Any) -> None:
         default=None,
         help="the notifications' bus: rabbit://user:pass@host:5672/ (Neutron's or astara"
         " network-api's RabbitMQ)",
+    )
+    alone.add_argument(
+        "--shard",
+        type=_shard,
+        default=(0, 1),
+        metavar="I/N",
+        help="reconcile only the routers of shard I of N (by a stable hash of the router id),"
+        " for N processes on one host, each with its own --state-dir, --admin-port,"
+        " --metadata-port and ?queue= (default 0/1: all of them)",
     )
     alone.set_defaults(handler=_up, serve_network=False)
     down = parts.add_parser(
@@ -516,7 +537,10 @@ async def _run_up(args: argparse.Namespace, layout: Layout, agent: AgentProcess)
 
 
 def _settings(args: argparse.Namespace, provider: NetnsProvider) -> OrchestratorSettings:
+    shard, shards = getattr(args, "shard", (0, 1))
     return OrchestratorSettings(
+        shard_index=shard,
+        shards=shards,
         management_prefixlen=provider.mgmt_prefix.prefixlen,
         boot_timeout=args.boot_timeout,
         max_failures=args.max_failures,
@@ -580,6 +604,9 @@ def _banner(
         print(f"uplinks        {bound}", flush=True)
     if metadata is not None:
         print(f"metadata       http://[{metadata[0]}]:{metadata[1]}", flush=True)
+    shard, shards = getattr(args, "shard", (0, 1))
+    if shards > 1:
+        print(f"shard          {shard}/{shards} (the routers of this shard only)", flush=True)
 
 
 def _redacted(url: str) -> str:

@@ -12,7 +12,8 @@ Invariants:
 - The intake subscribes before the startup sweep reads, so a change made
   while the sweep runs is either read by it or delivered as a notification.
 - The startup sweep enqueues every router ``GET /v2.0/routers`` lists (as
-  admin) and every instance ``provider.list()`` finds, so instances whose
+  admin) and every instance ``provider.list()`` finds (of this process's
+  shard: with ``shards`` > 1 each process adopts and reconciles only its own), so instances whose
   router is gone are reconciled too (and destroyed). Before that, every found
   instance is *adopted*: ``adopt`` (by default ``provider.boot`` with no
   ports, which is idempotent and re-registers the namespace with the agent)
@@ -435,6 +436,8 @@ class Orchestrator:
                 log.warning("startup sweep: the provider failed: %s; retrying", exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_SWEEP_RETRY)
+        instances = self._mine(instances)
+        routers = [r for r in routers if self._shard.keeps(ResourceKey.router(r))]
         await self._adopt_all(instances)
         keys = {ResourceKey.router(r) for r in routers}
         keys |= {ResourceKey.router(i.router_id) for i in instances}
@@ -446,6 +449,10 @@ class Orchestrator:
         )
         for key in sorted(keys, key=str):
             self._enqueue(key)
+
+    def _mine(self, instances: Collection[Instance]) -> list[Instance]:
+        """The instances of this process's shard: another shard's are its own to adopt."""
+        return [i for i in instances if self._shard.keeps(ResourceKey.router(i.router_id))]
 
     async def _adopt_all(self, instances: Collection[Instance]) -> None:
         for instance in instances:
@@ -465,7 +472,7 @@ class Orchestrator:
         routing meanwhile (the data plane does not depend on it), and are served
         again instead of being rebuilt when their probes start to fail.
         """
-        instances = await self._provider.list()
+        instances = self._mine(await self._provider.list())
         await self._adopt_all(instances)
         log.info("re-adopted %d appliances", len(instances))
         for key in sorted({ResourceKey.router(i.router_id) for i in instances}, key=str):
