@@ -165,3 +165,95 @@ def _api(argv: list[str], log: Path, url: str) -> Iterator[subprocess.Popen[byte
         # uvicorn shuts down gracefully on SIGTERM, then re-raises it: -15 is a clean stop
         assert _stop(proc) in (0, -15), log.read_text()[-4000:]
         assert "Traceback" not in log.read_text(), log.read_text()[-4000:]
+
+
+def test_two_shards_share_the_routers_each_reconciled_by_exactly_one() -> None:
+    work = Path(tempfile.mkdtemp(prefix=f"{run_prefix()}-"))
+    work.chmod(0o755)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    mgmt = ipaddress.IPv6Network(f"fd00:a57d:{secrets.randbelow(0xFFFF):x}::/64")
+    common = ["--fabric-prefix", FABRIC_PREFIX, "--netns-prefix", NETNS_PREFIX]
+    common += ["--mgmt-bridge", BRIDGE, "--mgmt-prefix", str(mgmt)]
+    api_argv = [*ASTARA, "network-api", "--port", str(port), "--bus-url", RABBIT]
+    api_argv += ["--db", f"sqlite:///{work / 'network.db'}"]
+    admins: list[tuple[str, Path]] = []
+    shards = []
+    for shard in (0, 1):
+        state = work / f"shard{shard}"
+        admin_port = _free_port()
+        argv = [
+            *ASTARA,
+            "orchestrator",
+            *common,
+            "--state-dir",
+            str(state),
+            "--shard",
+            f"{shard}/2",
+        ]
+        argv += ["--network-url", url, "--admin-port", str(admin_port)]
+        argv += ["--metadata-port", str(_free_port())]
+        argv += ["--bus-url", f"{RABBIT}?queue={run_prefix()}-shard{shard}&durable=false"]
+        admins.append((f"http://127.0.0.1:{admin_port}", state / "admin-token"))
+        shards.append((argv, work / f"shard{shard}.log"))
+    try:
+        with (
+            _api(api_argv, work / "api.log", url),
+            _started(*shards[0], "ready;"),
+            _started(*shards[1], "ready;"),
+        ):
+            sdk = connect(url)
+            routers = []
+            for n in range(6):
+                network = sdk.network.create_network(
+                    name=f"net{n}",
+                    provider_network_type="vxlan",
+                    provider_segmentation_id=100_000 + secrets.randbelow(16_000_000),
+                )
+                subnet = sdk.network.create_subnet(
+                    network_id=network.id, cidr=f"10.7{n}.0.0/24", ip_version=4
+                )
+                router = sdk.network.create_router(name=f"r{n}")
+                sdk.network.add_interface_to_router(router, subnet=subnet.id)
+                routers.append((router, subnet))
+            for router, _subnet in routers:
+                _until(
+                    f"router {router.name} ACTIVE",
+                    lambda r=router: sdk.network.get_router(r.id).status == "ACTIVE",
+                    60,
+                    shards[0][1],
+                )
+
+            def known(admin: tuple[str, Path]) -> set[str]:
+                token = admin[1].read_text().strip()
+                got = httpx.get(f"{admin[0]}/v1/routers", headers={"X-Auth-Token": token})
+                got.raise_for_status()
+                return {r["id"] for r in got.json()["routers"]}
+
+            first, second = known(admins[0]), known(admins[1])
+            every = {router.id for router, _ in routers}
+            assert first | second == every
+            assert not first & second  # each router is reconciled by exactly one process
+            assert first and second  # six routers over two shards: both have work
+            for router, subnet in routers:
+                sdk.network.remove_interface_from_router(router, subnet=subnet.id)
+                sdk.network.delete_router(router)
+            _until(
+                "the appliances destroyed", lambda: not _namespaces(NETNS_PREFIX), 60, shards[0][1]
+            )
+    finally:
+        downs = [
+            subprocess.run(
+                [*ASTARA, "down", *common, "--state-dir", str(work / f"shard{shard}")],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            for shard in (0, 1)
+        ]
+        shutil.rmtree(work, ignore_errors=True)
+    assert all(down.returncode == 0 for down in downs), [d.stderr for d in downs]
+    assert not _namespaces(NETNS_PREFIX)
+    assert not _namespaces(FABRIC_PREFIX)
+    assert not _links()
