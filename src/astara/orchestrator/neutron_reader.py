@@ -140,6 +140,10 @@ class NetworkReader(Protocol):
         ...
 
 
+KEEPALIVE_EXPIRY = 2.0
+"""Seconds an idle connection to the network API is kept for reuse."""
+
+
 def neutron_client(
     *, url: str, headers: Mapping[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT
 ) -> httpx.AsyncClient:
@@ -151,7 +155,12 @@ def neutron_client(
     """
     base = url.rstrip("/")
     base = base.removesuffix("/v2.0")
-    return httpx.AsyncClient(base_url=base + "/", headers=dict(headers or {}), timeout=timeout)
+    # idle connections are dropped before a server's keep-alive timeout (uvicorn's is 5 s)
+    # can close them under a request about to reuse one
+    limits = httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY)
+    return httpx.AsyncClient(
+        base_url=base + "/", headers=dict(headers or {}), timeout=timeout, limits=limits
+    )
 
 
 def noauth_admin_headers(*, project: str = "admin") -> dict[str, str]:
@@ -220,7 +229,12 @@ async def neutron_get(
     answer or answered 5xx/429 (retry), NetworkResponseError for any other refusal."""
     path = url.split("?", 1)[0]
     try:
-        response = await client.get(url, params=params)
+        try:
+            response = await client.get(url, params=params)
+        except (httpx.ReadError, httpx.RemoteProtocolError):
+            # a kept-alive connection the server closed as the request went out: a GET is
+            # safe to send again, once, on a new connection
+            response = await client.get(url, params=params)
     except httpx.TransportError as exc:
         raise NetworkUnavailableError(
             f"the network API did not answer GET {path}: {exc!r}"

@@ -455,6 +455,7 @@ class RouterReconciler:
     ) -> None:
         """Keep the decided state; count a ``failure`` decision; requeue when due."""
         if decision.failure:
+            log.warning("router %s: %s", key.id, decision.reason)
             record = remembered.failures.failed(decision.reason)
             state = state_after_failure(decision.next_state, in_error=record.in_error)
             await self._settle(key, remembered, state, record, deleted=deleted)
