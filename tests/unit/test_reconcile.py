@@ -18,6 +18,7 @@ from astara.domain.backoff import Backoff
 from astara.domain.breaker import CircuitBreaker
 from astara.domain.lifecycle import Action, ApiStatus, State
 from astara.orchestrator.appliance_client import ApplianceUnreachable
+from astara.orchestrator.journal import Journal
 from astara.orchestrator.reconcile import (
     MIN_POLL_DELAY,
     MemoryStateStore,
@@ -178,6 +179,7 @@ class World:
     published: list[tuple[str, ApiStatus, str]] = field(default_factory=list)
     requeued: list[tuple[ResourceKey, float]] = field(default_factory=list)
     store: MemoryStateStore = field(default_factory=MemoryStateStore)
+    journal: Journal = field(default_factory=Journal)
     breaker: CircuitBreaker[ResourceKey] = field(
         default_factory=lambda: CircuitBreaker(window_seconds=600)
     )
@@ -210,6 +212,7 @@ class World:
             clock=lambda: self.now,
             poll_delay=2.0,
             settle_delay=0.5,
+            journal=self.journal,
         )
         return self.reconciler
 
@@ -324,6 +327,17 @@ async def test_an_interface_added_is_hot_plugged_then_configured_in_one_look() -
     assert len(world.requeued) == requeues  # confirmed by the appliance: nothing to verify
     assert await world.step() is Action.NOTHING
     assert world.statuses() == ["BUILD", "ACTIVE"]
+
+
+async def test_the_journal_shows_the_plug_and_the_configuration_of_one_look() -> None:
+    world = World()
+    await world.converge()
+    world.reader.ports.append(IFACE_B)
+    assert await world.step() is Action.CONFIGURE
+    record = world.journal.get(ROUTER)
+    assert record is not None
+    last = [(e.from_state, e.to_state, e.action) for e in record.history][-2:]
+    assert last == [("ACTIVE", "REPLUGGING", "REPLUG"), ("REPLUGGING", "ACTIVE", "CONFIGURE")]
 
 
 async def test_a_replug_whose_configuration_fails_is_configured_on_the_next_look() -> None:

@@ -356,6 +356,7 @@ class RouterReconciler:
         decision: Decision | None = None
         deleted = False
         booted_at: float | None = None
+        journal_from = remembered.state
         try:
             reader = _StepReader(self._reader)  # one reconcile reads the router once
             try:
@@ -371,10 +372,13 @@ class RouterReconciler:
             applied = await self._perform(key.id, decision.action, seen, reader)
             decision = self._confirmed(decision, seen, applied)
             if decision.action is Action.REPLUG and not decision.failure:
-                decision = await self._configure_replugged(key, remembered, decision, seen, started)
+                replug = decision
+                decision = await self._configure_replugged(key, remembered, replug, seen, started)
+                if decision is not replug:
+                    journal_from = replug.next_state
         except Exception as exc:  # noqa: BLE001 - every failure is retried on the backoff
             await self._failed(key, remembered, _reason(exc), deleted=deleted)
-            self._journal_step(key, remembered, decision, started, _reason(exc))
+            self._journal_step(key, journal_from, decision, started, _reason(exc))
             return decision
         failure: str | None = None
         try:
@@ -383,7 +387,7 @@ class RouterReconciler:
             moved = replace(remembered, state=decision.next_state)
             await self._failed(key, moved, _reason(exc), deleted=deleted)
             failure = _reason(exc)
-        self._journal_step(key, remembered, decision, started, failure)
+        self._journal_step(key, journal_from, decision, started, failure)
         return decision
 
     async def _configure_replugged(
@@ -406,12 +410,13 @@ class RouterReconciler:
         instance = await self._provider.get(router_id=key.id)
         if instance is None:
             return replug
-        self._journal_step(key, remembered, replug, started, None)
         observation = replace(seen.observation, plugged_interfaces=instance.macs)
         after = replace(seen, instance=instance, observation=observation)
         follow = decide(replug.next_state, observation, boot_timeout=self._boot_timeout)
         if follow.action is not Action.CONFIGURE:
             return replug
+        # the plug is its own journal entry; the step's entry is the CONFIGURE that follows
+        self._journal_step(key, remembered.state, replug, started, None)
         log.debug("router %s: %s", key.id, follow.reason)
         applied = await self._perform(key.id, Action.CONFIGURE, after, _StepReader(self._reader))
         return self._confirmed(follow, after, applied)
@@ -419,7 +424,7 @@ class RouterReconciler:
     def _journal_step(
         self,
         key: ResourceKey,
-        remembered: RouterState,
+        from_state: State,
         decision: Decision | None,
         started: float,
         failure: str | None,
@@ -431,12 +436,12 @@ class RouterReconciler:
         action = decision.action.value if decision is not None else None
         if failure is not None:
             self._journal.failure(
-                key.id, from_state=remembered.state.value, reason=failure, ms=ms, action=action
+                key.id, from_state=from_state.value, reason=failure, ms=ms, action=action
             )
         elif decision is not None:
             self._journal.transition(
                 key.id,
-                from_state=remembered.state.value,
+                from_state=from_state.value,
                 to_state=decision.next_state.value,
                 action=decision.action.value,
                 reason=decision.reason,

@@ -216,9 +216,8 @@ class Orchestrator:
         )
         self._presence = presence
         self._identities: dict[str, tuple[str, datetime | None]] = {}
-        """Router id -> (name, boot time) of the instance its management was read from."""
-        self._names: dict[str, str] = {}
-        """Router id -> the name of its instance, for the presence watcher."""
+        """Router id -> (name, boot time) of its instance: whose management was read, and
+        which name the presence watcher looks for."""
         self._managements: dict[str, Management] = {}
         self._addresses: dict[str, Address] = {}
         self._timers: dict[ResourceKey, asyncio.TimerHandle] = {}
@@ -352,10 +351,6 @@ class Orchestrator:
             self._identities[router_id] = (instance.name, instance.booted_at)
         else:
             self._identities.pop(router_id, None)
-        if instance is not None:
-            self._names[router_id] = instance.name
-        else:
-            self._names.pop(router_id, None)
         if instance is None or address is None or mac is None:
             self._managements.pop(router_id, None)
             self._addresses.pop(router_id, None)
@@ -371,34 +366,17 @@ class Orchestrator:
         """Report every known instance that vanished, every ``PRESENCE_PERIOD``; see the module."""
         while not self._closing:
             await asyncio.sleep(PRESENCE_PERIOD)
-            if not self._names:
+            if not self._identities:
                 continue
             present = presence()
-            for router_id, name in list(self._names.items()):
+            for router_id, (name, _booted_at) in list(self._identities.items()):
                 if name in present:
                     continue
                 log.warning("router %s: its appliance %s vanished", router_id, name)
-                self._names.pop(router_id, None)
+                self._identities.pop(router_id, None)
                 self._managements.pop(router_id, None)
                 self._addresses.pop(router_id, None)
                 self.health.notice_gone(ResourceKey.router(router_id))
-
-    # -- operating (the admin API calls ``operations``; these are its main verbs) ----------
-    def rebuild(self, router_id: str) -> None:
-        """Destroy the router's instance at its next reconcile (queued), then reconcile it."""
-        self.operations.rebuild(router_id)
-
-    async def poll(self) -> int:
-        """Enqueue every router known and of the API, as the startup sweep; how many."""
-        return await self.operations.poll()
-
-    def workers(self) -> list[dict[str, Any]]:
-        """This process's shard, concurrency, running routers and queue length."""
-        return self.operations.workers()
-
-    async def routers_view(self) -> list[dict[str, Any]]:
-        """Every router seen, as the admin API shows them."""
-        return await self.operations.routers_view()
 
     # -- the startup sweep -------------------------------------------------------------------
     async def _router_ids(self) -> list[str]:
