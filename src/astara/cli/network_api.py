@@ -32,6 +32,13 @@ def register(parts: Any) -> None:
         " processes (exchange neutron, oslo envelope); embedded:// keeps them in this process",
     )
     cmd.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes serving the API (default 1); with more than one, notifications reach"
+        " orchestrators only through --bus-url rabbit://…",
+    )
+    cmd.add_argument(
         "--default-project",
         default="admin",
         help="no-auth: project of requests without X-Project-Id",
@@ -109,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
                 "astara network-api: --auth-strategy keystone needs the service user's password"
                 f" in --keystone-password-file or ${PASSWORD_ENV}"
             )
+    if args.workers < 1:
+        raise SystemExit("astara network-api: --workers must be at least 1")
     serve(
         NetworkSettings(
             host=args.host,
@@ -128,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
             keystone_project=args.keystone_project,
             keystone_project_domain=args.keystone_project_domain,
             keystone_token_cache_ttl=args.token_cache_ttl,
-        )
+        ),
+        workers=args.workers,
     )
     return 0

@@ -10,6 +10,9 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
+import signal
+import socket
 from collections.abc import AsyncIterator
 
 import uvicorn
@@ -68,15 +71,110 @@ def build_app(
     return app, service
 
 
-def serve(settings: NetworkSettings) -> None:
-    app, service = build_app(settings)
+def serve(settings: NetworkSettings, *, workers: int = 1) -> None:
+    """Serve until SIGINT/SIGTERM; with ``workers`` > 1, from that many processes.
+
+    Workers share one listening socket made here, each with its own app,
+    database engine and bus connection (the schema is migrated once, before
+    they start). Notifications then leave from every worker: with the embedded
+    bus they reach no one outside its process, so ``--bus-url rabbit://…`` is
+    what carries them to orchestrators. A worker that dies ends the others and
+    the command exits non-zero, for its supervisor to start it again.
+    """
+    if workers <= 1:
+        app, service = build_app(settings)
+        _announce(settings, workers)
+        try:
+            uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+        finally:
+            service.db.close()
+        return
+    if settings.bus_url.startswith("embedded"):
+        log.warning(
+            "%d workers with the embedded bus: each worker's notifications stay in its own"
+            " process (give --bus-url rabbit://… for orchestrators to see them)",
+            workers,
+        )
+    open_database(settings.db_url).close()  # migrations, once
+    listener = _listen(settings.host, settings.port)
+    _announce(settings, workers)
+    children = [_fork_worker(settings, listener) for _ in range(workers)]
+    listener.close()
+    code = _supervise(children)
+    if code:
+        raise SystemExit(code)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket made with protocol IPPROTO_TCP: asyncio sets TCP_NODELAY only
+    on sockets that say so, and without it each response waits on a delayed ACK (~40 ms)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )[0]
+    listener = socket.socket(family, kind, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(2048)
+    except OSError:
+        listener.close()
+        raise
+    return listener
+
+
+def _announce(settings: NetworkSettings, workers: int) -> None:
     log.info(
-        "network API (Neutron v2.0) on http://%s:%d, database %s",
+        "network API (Neutron v2.0) on http://%s:%d, database %s, %d worker(s)",
         settings.host,
         settings.port,
         settings.db_url,
+        workers,
     )
-    try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+
+
+def _fork_worker(settings: NetworkSettings, listener: socket.socket) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:  # the child: its own app and engine (nothing of the parent's but the socket)
+        app, service = build_app(settings)
+        try:
+            server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+            server.run(sockets=[listener])
+            code = 0
+        finally:
+            service.db.close()
+    except BaseException:  # a worker never returns into the parent's code
+        log.exception("network API worker %d failed", os.getpid())
     finally:
-        service.db.close()
+        os._exit(code)
+
+
+def _supervise(children: list[int]) -> int:
+    """Wait for the workers; pass SIGINT/SIGTERM on; one ending ends them all."""
+    alive = set(children)
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+    code = 0
+    while alive:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        alive.discard(pid)
+        exit_code = os.waitstatus_to_exitcode(status)
+        if not stopping:
+            log.error("network API worker %d ended (%d): stopping the others", pid, exit_code)
+            code = 1
+            stop(signal.SIGTERM, None)
+    return code

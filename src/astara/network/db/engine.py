@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 DEFAULT_URL = "sqlite:////var/lib/astara/network.db"
+IMMEDIATE = "astara_sqlite_immediate"  # execution option: begin a SQLite write transaction
 
 
 class Checkpointer:
@@ -68,8 +69,15 @@ class Database:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
-        """A session committed on success, rolled back on any exception."""
+        """A session committed on success, rolled back on any exception.
+
+        On SQLite the transaction takes the write lock when it begins (``BEGIN
+        IMMEDIATE``): another process writing meanwhile (``network-api
+        --workers``) makes it wait (busy timeout) instead of failing on commit.
+        """
         with self._write_lock, self._sessions.begin() as session:
+            if self.sqlite:
+                session.connection(execution_options={IMMEDIATE: True})
             yield session
 
     @contextlib.contextmanager
@@ -84,6 +92,8 @@ class Database:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # transactions are begun by _sqlite_begin, not by the driver behind SQLAlchemy's back
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -91,6 +101,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer thread does it
     cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    immediate = connection.get_execution_options().get(IMMEDIATE, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def upgrade(engine: Engine) -> None:
@@ -116,5 +131,6 @@ def open_database(url: str = DEFAULT_URL) -> Database:
     engine = create_engine(url, **options)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
     upgrade(engine)
     return Database(engine)
