@@ -12,6 +12,8 @@ from openstack.connection import Connection
 
 from tests.component.conftest import NetworkApi
 
+ADMIN = {"X-Project-Id": "admin", "X-Roles": "admin,member,reader"}
+
 
 def _network_with_subnet(
     sdk: Connection, cidr: str = "10.0.0.0/24", **subnet: object
@@ -151,6 +153,31 @@ def test_fixed_ips_conflicts_and_exhaustion(sdk: Connection) -> None:
         sdk.network.delete_subnet(sub_id)
     sdk.network.delete_port(first)
     assert sdk.network.create_port(network_id=net_id).fixed_ips[0]["ip_address"] == "10.9.0.5"
+
+
+def test_fixed_ips_filters_match_as_before_narrowed_in_sql(
+    sdk: Connection, network_api: NetworkApi
+) -> None:
+    """``fixed_ips=subnet_id=…``/``ip_address=…`` (any of them) narrow the rows in SQL;
+    the answer is what the view filter alone gave: ports with a matching allocation."""
+    net_a, sub_a = _network_with_subnet(sdk, "10.61.0.0/24")
+    net_b, sub_b = _network_with_subnet(sdk, "10.62.0.0/24")
+    a1 = sdk.network.create_port(network_id=net_a, fixed_ips=[{"ip_address": "10.61.0.5"}])
+    a2 = sdk.network.create_port(network_id=net_a)
+    b1 = sdk.network.create_port(network_id=net_b, fixed_ips=[{"ip_address": "10.62.0.5"}])
+
+    def ids(*values: str) -> set[str]:
+        params = [("fixed_ips", v) for v in values]
+        answer = httpx.get(f"{network_api.url}/v2.0/ports", params=params, headers=ADMIN)
+        answer.raise_for_status()
+        return {p["id"] for p in answer.json()["ports"]}
+
+    assert ids(f"subnet_id={sub_a}") == {a1.id, a2.id}
+    assert ids(f"subnet_id={sub_a}", f"subnet_id={sub_b}") == {a1.id, a2.id, b1.id}
+    assert ids("ip_address=10.62.0.5") == {b1.id}
+    assert ids(f"subnet_id={sub_a}", "ip_address=10.62.0.5") == {a1.id, a2.id, b1.id}
+    assert ids("ip_address_substr=10.61.0.5") == {a1.id}  # not narrowed in SQL, as before
+    assert ids("subnet_id=no-such-subnet") == set()
 
 
 def test_a_refused_port_leaves_nothing_behind(sdk: Connection) -> None:

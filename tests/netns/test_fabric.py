@@ -368,6 +368,47 @@ async def test_plug_unplug_and_remove_leak_nothing(lab: Lab) -> None:
     assert len(os.listdir("/proc/self/fd")) == fds
 
 
+async def test_ensure_reads_back_what_networks_lists_and_remove_networks_takes_many(
+    lab: Lab,
+) -> None:
+    """``ensure_network`` reads its network back by name (no dump of every link): the same
+    as ``networks()`` has; ``remove_networks`` removes several with one dump."""
+    host, outside = lab.namespace("host"), lab.namespace("out")
+    lab.veth(host, "phys0", outside, "phys0")
+    lab.veth(host, "under0", outside, "under0")
+    lab.address(host, "under0", "10.99.0.1/24")
+    net_c = "8b3c4d5e-0000-4000-8000-00000000000c"
+    underlay = VxlanUnderlay(
+        ipaddress.ip_address("10.99.0.1"), peers=(ipaddress.ip_address("10.99.0.2"),)
+    )
+    vm = lab.vm("v")
+    async with Fabric(
+        prefix=prefix_of(lab), netns=host, vxlan=underlay, uplinks={"public": "phys0"}
+    ) as fabric:
+        made = [
+            await fabric.ensure_network(NetworkSpec(NET_A, NetworkType.LOCAL)),
+            await fabric.ensure_network(NetworkSpec(NET_B, NetworkType.VXLAN, 78, mtu=1450)),
+            await fabric.ensure_network(
+                NetworkSpec(net_c, NetworkType.FLAT, physical_network="public")
+            ),
+        ]
+        again = await fabric.ensure_network(NetworkSpec(NET_B, NetworkType.VXLAN, 78, mtu=1450))
+        listed = await fabric.networks()
+        assert sorted(made, key=lambda n: n.network_id) == sorted(
+            listed, key=lambda n: n.network_id
+        )
+        assert again == made[1]
+        vxlan = links(lab, host)[fabric.names.vxlan(NET_B)]
+        flood = lab.run(host, ["bridge", "fdb", "show", "dev", vxlan["ifname"]])
+        assert "dst 10.99.0.2" in flood  # a new device's flood entries, without reading any
+        await plug(fabric, NET_B, "p1", MAC_1, vm, 1450)
+        await fabric.remove_networks([NET_A, NET_B, net_c, NET_A])
+        assert await fabric.networks() == []
+        assert owned(lab, host) == {}
+        assert set(links(lab, vm)) == {"lo"}
+        assert "master" not in links(lab, host)["phys0"]
+
+
 # -- errors -------------------------------------------------------------------------
 async def test_errors_are_clear_and_change_nothing(lab: Lab) -> None:
     host = lab.namespace("host")

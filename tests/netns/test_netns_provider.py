@@ -34,6 +34,7 @@ from astara.providers.base import (
     Instance,
     PortSpec,
     Provider,
+    ProviderConflictError,
     ProviderNotFoundError,
     ProviderTemporaryError,
 )
@@ -267,6 +268,54 @@ async def test_routers_sharing_eight_characters_get_their_own_namespaces(env: En
     assert await provider.get(router_id=second_id) == second
     await provider.destroy(router_id=second_id)
     assert _namespaces() == set()
+
+
+async def test_a_management_address_held_by_another_router_is_a_conflict(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found from the management bridge's ports (labelled with their router), without
+    reading every namespace; the conflict names the holder. (The boot leaves its namespace,
+    unlabelled, as any boot that fails half-way: no instance, and a later boot reuses it.)"""
+    provider = env.provider()
+    first_id, second_id = str(uuid.uuid4()), str(uuid.uuid4())
+    first = await provider.boot(router_id=first_id, ports=[])
+    assert await provider.list() == [first]
+    held = management_address(env.mgmt, first_id)
+    monkeypatch.setattr(
+        "astara.providers.netns.management_address",
+        lambda network, router_id: held,  # every router's address collides with first's
+    )
+    try:
+        with pytest.raises(ProviderConflictError, match=first_id):
+            await provider.boot(router_id=second_id, ports=[])
+        assert await provider.get(router_id=second_id) is None
+        assert await provider.boot(router_id=first_id, ports=[]) == first  # its own: no conflict
+    finally:
+        monkeypatch.undo()
+        await provider.destroy(router_id=first_id)
+        for leftover in _namespaces():  # the failed boot's unlabelled namespace
+            subprocess.run(["ip", "netns", "del", leftover], check=False)
+    assert _namespaces() == set()
+
+
+async def test_a_longer_prefix_is_another_deployment_and_never_listed(env: Env) -> None:
+    """``astara-`` must not take ``astara-bench-…``'s appliances for its own (``astara down``)."""
+    other = NetnsProvider(
+        fabric=Fabric(prefix=LINK_PREFIX),
+        agent=AgentControl(env.agent.control),
+        prefix=NS_PREFIX + "x-",
+        mgmt_bridge=BRIDGE,
+        mgmt_prefix=str(env.mgmt),
+    )
+    router_id = str(uuid.uuid4())
+    theirs = await other.boot(router_id=router_id, ports=[])
+    try:
+        assert theirs.name.startswith(NS_PREFIX)
+        assert await env.provider().list() == []
+        assert await env.provider().get(router_id=router_id) is None
+        assert await other.list() == [theirs]
+    finally:
+        await other.destroy(router_id=router_id)
 
 
 async def test_no_agent_is_temporary_and_a_later_boot_finishes(env: Env, workdir: Path) -> None:

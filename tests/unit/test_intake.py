@@ -742,3 +742,42 @@ def test_only_ports_a_router_owns_are_router_ports() -> None:
         "device_id": "",
     }
     assert router_port_from_neutron(unattached) is None
+
+
+async def test_an_overflow_of_the_bus_asks_for_one_full_sweep_once_caught_up(
+    world: FakeNetworkReader,
+) -> None:
+    """Messages dropped by a full subscription concern unknown routers: once the intake has
+    caught up, ``on_overflow`` is called, once per overflow (not once per dropped message)."""
+    recorder, overflows = Recorder(), []
+    async with EmbeddedBus(max_pending=2) as bus:
+        intake = Intake(
+            bus=bus, reader=world, enqueue=recorder, on_overflow=lambda: overflows.append(1)
+        )
+        await intake.open()
+        for _ in range(5):  # published before the intake runs: 3 are dropped
+            await bus.publish(exchange=EXCHANGE, routing_key="notifications.info", body=GOOD)
+        task = asyncio.create_task(intake.run())
+        run = Running(bus, intake, recorder)
+        run.sent = 2
+        await run.settle()
+        assert overflows == [1]
+        await run.publish(GOOD)  # no new drop: no new sweep
+        await run.settle()
+        assert overflows == [1]
+        for _ in range(5):  # a second overflow: one more
+            await bus.publish(exchange=EXCHANGE, routing_key="notifications.info", body=GOOD)
+        run.sent += 2
+        await run.settle()
+        assert overflows == [1, 1]
+        await intake.close()
+        await asyncio.wait_for(task, timeout=5)
+
+
+async def test_without_an_overflow_no_sweep_is_asked(running: Running) -> None:
+    overflows: list[int] = []
+    running.intake._on_overflow = lambda: overflows.append(1)
+    for _ in range(3):
+        await running.publish(GOOD)
+    await running.settle()
+    assert overflows == []

@@ -17,6 +17,7 @@ import uvicorn
 from astara.appliance.api.control import create_control_app
 from astara.appliance.plan import IPAddress
 from astara.appliance.server import ApplianceServer
+from astara.appliance.system.nftables import reserve_low_fds
 from astara.appliance.system.process import install_child_watcher
 from astara.settings import AgentSettings
 
@@ -42,6 +43,7 @@ async def _start_control(server: ApplianceServer, path: Path) -> uvicorn.Server:
 async def run_agent(settings: AgentSettings, token: str, listen: IPAddress | None) -> None:
     """Serve until told to stop; raise if an initial namespace cannot be served."""
     install_child_watcher()
+    reserve_low_fds()  # now, while the agent has few descriptors (system/nftables.py)
     server = ApplianceServer(token=token, state_root=settings.state_dir, port=settings.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

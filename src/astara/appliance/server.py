@@ -117,10 +117,19 @@ class ApplianceServer:
         self.port = port
         self.appliances: dict[str | None, Appliance] = {}
         self._lock = asyncio.Lock()
+        #: one lock per namespace: adding one (which re-applies its saved configuration, tens
+        #: of ms) does not hold up the others, so a re-adoption of 1,000 runs in parallel
+        self._locks: dict[str | None, asyncio.Lock] = {}
+
+    def _lock_of(self, name: str | None) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
 
     async def add(self, name: str | None, listen: IPAddress | None = None) -> Appliance:
-        """Serve the namespace ``name`` (None: our own); idempotent for a served one."""
-        async with self._lock:
+        """Serve the namespace ``name`` (None: our own); idempotent for a served one.
+
+        Namespaces are added in parallel; one namespace's adds and removes one at a time.
+        """
+        async with self._lock_of(name):
             served = self.appliances.get(name)
             if served is not None:
                 if served.identity == _identity(name):
@@ -159,11 +168,15 @@ class ApplianceServer:
 
     async def remove(self, name: str | None, *, stop_services: bool = True) -> None:
         """Stop serving ``name``; by default also stop its services and drop its state."""
-        async with self._lock:
+        lock = self._lock_of(name)
+        async with lock:
             appliance = self.appliances.pop(name, None)
             if appliance is None:
                 raise NotFoundError(f"namespace {name!r} is not served here")
             await self._close(appliance, stop_services=stop_services)
+        # forgotten unless another add or remove of the name waits for it
+        if not lock.locked() and not getattr(lock, "_waiters", None):
+            self._locks.pop(name, None)
 
     async def _close(self, appliance: Appliance, *, stop_services: bool) -> None:
         appliance.server.should_exit = True

@@ -101,6 +101,11 @@ class Fabric:
         async with self._lock:
             await network_ops.remove_network(await self._kernel(), self.names, network_id)
 
+    async def remove_networks(self, network_ids: list[str]) -> None:
+        """``remove_network`` of each (one read of the kernel's links for them all)."""
+        async with self._lock:
+            await network_ops.remove_networks(await self._kernel(), self.names, network_ids)
+
     async def networks(self) -> list[Network]:
         """The networks found in the kernel (labelled bridges with this prefix)."""
         async with self._lock:

@@ -89,9 +89,12 @@ def owned_rows(
     model: type[RowT],
     filters: dict[str, tuple[str, ...]],
     indexed: Sequence[str] = ("id",),
+    *,
+    where: Sequence[Any] = (),
 ) -> Sequence[RowT]:
     """The caller's rows (every row for an admin), oldest first, narrowed in SQL by the
-    ``indexed`` attributes the filters name (the rest is filtered on the views)."""
+    ``indexed`` attributes the filters name and the ``where`` clauses (the rest is
+    filtered on the views)."""
     columns: Any = model
     query = select(model).order_by(columns.created_at, columns.id)
     if not ctx.is_admin:
@@ -99,6 +102,8 @@ def owned_rows(
     for key in indexed:
         if key in filters:
             query = query.where(getattr(columns, key).in_(filters[key]))
+    for clause in where:
+        query = query.where(clause)
     return session.scalars(query).all()
 
 

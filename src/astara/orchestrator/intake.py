@@ -91,6 +91,10 @@ class Intake:
     ``memory`` keeps ports' and floating IPs' last routers (a fresh one if None).
     ``on_event(event_type, keys)``, if given, is told of each notification
     resolved (before its keys are enqueued); the journal and metrics use it.
+    ``on_overflow()``, if given, is called once the subscription has caught up
+    (nothing pending) after it dropped messages because it was full: which
+    resources those concerned is unknown, so the orchestrator reconciles every
+    one (a full sweep). Called at most once per overflow, however many it dropped.
     """
 
     def __init__(
@@ -105,6 +109,7 @@ class Intake:
         memory: LastRouters | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_event: Callable[[str, frozenset[ResourceKey]], None] | None = None,
+        on_overflow: Callable[[], None] | None = None,
     ) -> None:
         if attempts < 1:
             raise ValueError(f"attempts must be at least 1, not {attempts}")
@@ -117,6 +122,9 @@ class Intake:
         self._memory = LastRouters() if memory is None else memory
         self._sleep = sleep
         self._on_event = on_event
+        self._on_overflow = on_overflow
+        self._overflowed = 0
+        """The subscription's drops already answered by an ``on_overflow``."""
         self._subscription: Subscription | None = None
         self._running = False
         self._closed = False
@@ -150,6 +158,7 @@ class Intake:
                 return
             async for message in self._subscription:
                 await self._guarded(message)
+                self._check_overflow(self._subscription)
         finally:
             self._running = False
 
@@ -158,6 +167,23 @@ class Intake:
         self._closed = True
         if self._subscription is not None:
             await self._subscription.close()
+
+    def _check_overflow(self, subscription: Subscription) -> None:
+        """``on_overflow`` once the subscription dropped messages and has caught up."""
+        # the embedded bus counts what it dropped; a broker keeps its own queue
+        dropped = getattr(subscription, "dropped", 0)
+        if dropped <= self._overflowed or getattr(subscription, "pending", 0):
+            return
+        log.warning(
+            "the bus dropped %d notifications (subscription full): reconciling every router",
+            dropped - self._overflowed,
+        )
+        self._overflowed = dropped
+        if self._on_overflow is not None:
+            try:
+                self._on_overflow()
+            except Exception:
+                log.exception("intake: on_overflow failed")
 
     async def _guarded(self, message: Message) -> None:
         try:

@@ -81,7 +81,9 @@ class Instance:
 
     ``name`` is the provider's name for it (the namespace, the VM name);
     ``management_address`` is where its appliance API listens (port 5000);
-    ``nics`` are the port NICs (not ``ge0``), sorted by name.
+    ``nics`` are the port NICs (not ``ge0``), sorted by name;
+    ``management_mac`` is ``ge0``'s MAC when the provider read it with the rest
+    (None: not known; the orchestrator reads it itself).
     """
 
     router_id: str
@@ -89,6 +91,7 @@ class Instance:
     management_address: IPv6Address | None
     booted_at: datetime | None
     nics: tuple[Nic, ...] = field(default=())
+    management_mac: str | None = None
 
     @property
     def macs(self) -> frozenset[str]:

@@ -1,0 +1,45 @@
+"""libnftables' sockets land below FD_SETSIZE however many descriptors the agent holds.
+
+libnftables waits with ``select()``; glibc aborts the process for a descriptor of
+1024 or more. An agent serving 1,000 appliances held more than that and died so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from astara.appliance.system import nftables
+
+
+@pytest.fixture
+def many_fds() -> Iterator[list[int]]:
+    """1,100 more open descriptors than now (the soft limit raised for it if need be)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))
+    opened: list[int] = []
+    try:
+        yield opened
+    finally:
+        for fd in opened:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_socket_opened_inside_the_block_is_below_fd_setsize(many_fds: list[int]) -> None:
+    assert nftables.reserve_low_fds() == nftables.RESERVED_FDS
+    many_fds += [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    with socket.socket() as outside:
+        assert outside.fileno() >= nftables.FD_SETSIZE
+    for _ in range(3):  # and again: the reserve is taken back after each block
+        with nftables._low_fds(), socket.socket() as inside:
+            assert inside.fileno() < nftables.FD_SETSIZE
+    assert len(nftables._reserved) == nftables.RESERVED_FDS
