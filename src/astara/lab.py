@@ -242,3 +242,27 @@ def kill_namespace(name: str, *, timeout: float = 10.0) -> list[int]:
             os.kill(pid, signal.SIGKILL)
     subprocess.run(["ip", "netns", "del", name], capture_output=True, check=True, timeout=timeout)
     return pids
+
+
+def vlan_supported(prefix: str = "astara-") -> bool:
+    """Whether this kernel makes 802.1Q VLAN devices: tried on a scratch veth, then removed.
+
+    The scratch links are ``<prefix>vq<pid>a``/``b`` and ``<prefix>vq<pid>v`` (at most
+    15 characters: ``prefix`` is cut to fit); nothing carries traffic.
+    """
+    base = f"{prefix[:6]}vq{os.getpid() % 100000}"
+    veth, peer, vlan = f"{base}a", f"{base}b", f"{base}v"
+
+    def ip(*argv: str) -> bool:
+        done = subprocess.run(["ip", *argv], capture_output=True, check=False, timeout=10)
+        return done.returncode == 0
+
+    if not ip("link", "add", veth, "type", "veth", "peer", "name", peer):
+        return False
+    try:
+        made = ip("link", "add", "link", veth, "name", vlan, "type", "vlan", "id", "4000")
+        if made:
+            ip("link", "del", vlan)
+        return made
+    finally:
+        ip("link", "del", veth)

@@ -53,7 +53,7 @@ FLOATING_IP = "203.0.113.22"
 TENANT_V6 = "2001:db8:1::/64"
 
 # A TCP server that tells each client the address it sees the client at.
-_ECHO_PEER = textwrap.dedent(
+ECHO_PEER = textwrap.dedent(
     """
     import socket, sys
     family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
@@ -69,7 +69,7 @@ _ECHO_PEER = textwrap.dedent(
 )
 
 # A TCP client that prints what the server said, or "error: ..." (exit 0 either way).
-_ASK_PEER = textwrap.dedent(
+ASK_PEER = textwrap.dedent(
     """
     import socket, sys
     try:
@@ -190,13 +190,13 @@ class RouterScenario:
     # -- probes -----------------------------------------------------------------------
     def start_echo_peer(self, ns: str, address: str, port: int) -> None:
         """A server in ``ns`` that answers every TCP client with the client's address."""
-        self.lab.spawn(ns, [sys.executable, "-c", _ECHO_PEER, address, str(port)])
+        self.lab.spawn(ns, [sys.executable, "-c", ECHO_PEER, address, str(port)])
 
     def ask_peer(self, ns: str, address: str, port: int, timeout: float = 2.0) -> str:
         """From ``ns``, connect to an echo peer; return the address it saw, or 'error: ...'."""
         out = self.lab.run(
             ns,
-            [sys.executable, "-c", _ASK_PEER, address, str(port), str(timeout)],
+            [sys.executable, "-c", ASK_PEER, address, str(port), str(timeout)],
             timeout=timeout + 10,
         )
         return out.strip()

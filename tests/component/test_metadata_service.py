@@ -204,6 +204,18 @@ async def test_no_floating_ip_no_public_ipv4(
     assert own.text == OTHER_ID
 
 
+async def test_a_second_router_port_on_the_network_names_it_with_a_suffix(
+    topology: Topology, lookup: HttpInstanceLookup
+) -> None:
+    """A dual-stack network added as two interfaces: the appliance's id for the second
+    port's network is "<network>:<port>" (router_driver), and it is the same network."""
+    t = topology
+    headers = {**_headers(t), "X-Neutron-Network-ID": f"{t.network_id}:some-router-port"}
+    async with _client(_self_answering(lookup)) as client:
+        got = await client.get("/latest/meta-data/instance-id", headers=headers)
+    assert (got.status_code, got.text) == (200, VM_ID)
+
+
 async def test_forged_or_unknown_instance_is_404(
     topology: Topology, lookup: HttpInstanceLookup
 ) -> None:

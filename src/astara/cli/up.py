@@ -83,6 +83,7 @@ from astara.orchestrator.queueing import DEFAULT_CONCURRENCY
 from astara.orchestrator.reconcile import DEFAULT_BOOT_TIMEOUT, DEFAULT_MAX_FAILURES
 from astara.orchestrator.runner import Orchestrator, OrchestratorSettings, netns_present
 from astara.providers.agent_control import AgentControl
+from astara.providers.base import Instance
 from astara.providers.netns import NetnsProvider
 from astara.settings import NetworkSettings
 
@@ -93,6 +94,8 @@ DEFAULT_MGMT_PREFIX = "fdca:3ba5:a17a:acda::/64"
 AGENT_START_TIMEOUT = 20.0
 SUPERVISE_PERIOD = 0.5
 """Seconds between two looks at the agent process."""
+DOWN_CONCURRENCY = 8
+"""Appliances ``astara down`` removes at once."""
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,19 @@ def _orchestrator_options() -> argparse.ArgumentParser:
         type=int,
         default=ADMIN_PORT,
         help=f"the orchestrator's admin API port on 127.0.0.1 ({ADMIN_PORT}; 0: none)",
+    )
+    opts.add_argument(
+        "--asn",
+        type=int,
+        default=None,
+        help="the routers' BGP AS number: each router with an external IPv6 gateway advertises"
+        " its tenant IPv6 prefixes to that gateway (needs --neighbor-asn; default: no BGP)",
+    )
+    opts.add_argument(
+        "--neighbor-asn",
+        type=int,
+        default=None,
+        help="the AS number of the external IPv6 gateway the routers peer with (with --asn)",
     )
     opts.add_argument(
         "--orchestrator-db",
@@ -513,6 +529,7 @@ async def _run_up(args: argparse.Namespace, layout: Layout, agent: AgentProcess)
                 presence=netns_present,
                 control=control,
                 settings=_settings(args, provider),
+                adopt=provider.adopt,
             )
             if args.metadata_port:
                 metadata = await _serve_metadata(
@@ -547,6 +564,8 @@ def _settings(args: argparse.Namespace, provider: NetnsProvider) -> Orchestrator
         health_period=args.health_period,
         concurrency=args.concurrency,
         metadata=(provider.host_address.ip, args.metadata_port) if args.metadata_port else None,
+        asn=args.asn,
+        neighbor_asn=args.neighbor_asn,
     )
 
 
@@ -649,8 +668,18 @@ def _check_bus(args: argparse.Namespace) -> None:
     _bus(args.bus_url)  # a bad URL is refused before anything starts
 
 
+def _check_bgp(args: argparse.Namespace) -> None:
+    """SystemExit with the reason if ``--asn`` and ``--neighbor-asn`` do not go together."""
+    if (args.asn is None) != (args.neighbor_asn is None):
+        raise SystemExit("astara: --asn and --neighbor-asn go together: give both or neither")
+    for flag, value in (("--asn", args.asn), ("--neighbor-asn", args.neighbor_asn)):
+        if value is not None and not 1 <= value <= 4_294_967_295:
+            raise SystemExit(f"astara: {flag} {value}: an AS number is 1..4294967295")
+
+
 def _up(args: argparse.Namespace) -> int:
     _check_bus(args)
+    _check_bgp(args)
     if os.geteuid() != 0:
         print(f"astara: astara {args.command} needs root (namespaces, bridges)", file=sys.stderr)
         return 1
@@ -668,20 +697,26 @@ def _up(args: argparse.Namespace) -> int:
 async def _run_down(args: argparse.Namespace, agent: AgentControl) -> list[str]:
     provider = _provider(args, agent)
     removed: list[str] = []
-    try:
-        for instance in await provider.list():
+    limit = asyncio.Semaphore(DOWN_CONCURRENCY)
+
+    async def remove(instance: Instance) -> None:
+        async with limit:
             if instance.management_address is not None:
                 # served again, so that removing it stops its dnsmasq and bird
                 with contextlib.suppress(Exception):
                     await agent.add(netns=instance.name, listen=instance.management_address)
             await provider.destroy(router_id=instance.router_id)
             removed.append(f"appliance {instance.name} (router {instance.router_id})")
+
+    try:
+        # several at once: one after the other, 1,000 appliances took ~10 minutes
+        await asyncio.gather(*(remove(instance) for instance in await provider.list()))
         if Path("/sys/class/net", args.mgmt_bridge).exists():
             await _ip("link", "del", args.mgmt_bridge)
             removed.append(f"management bridge {args.mgmt_bridge}")
-        for network in await provider.fabric.networks():
-            await provider.fabric.remove_network(network.network_id)
-            removed.append(f"fabric network {network.network_id}")
+        networks = [network.network_id for network in await provider.fabric.networks()]
+        await provider.fabric.remove_networks(networks)
+        removed += [f"fabric network {network_id}" for network_id in networks]
     finally:
         provider.fabric.close()
     return removed

@@ -49,6 +49,7 @@ from starlette.routing import Route
 
 from astara.orchestrator.metadata_answers import InstanceView, SubnetView, answer
 from astara.orchestrator.neutron_reader import NetworkResponseError, NetworkUnavailableError
+from astara.orchestrator.router_driver import neutron_network_id
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,9 @@ def _identity(headers: Mapping[str, str]) -> _Identity:
         address = str(ipaddress.ip_address(forwarded))
     except ValueError:
         raise _RefusedError(400, "X-Forwarded-For is not an IP address") from None
-    network_id = headers.get(_NETWORK_HEADER, "").strip() or None
+    # the appliance names the network as its configuration did: "<network>:<port>" for a
+    # second router port on one network (router_driver._suffixed)
+    network_id = neutron_network_id(headers.get(_NETWORK_HEADER, "").strip()) or None
     return _Identity(instance_id, address, network_id)
 
 

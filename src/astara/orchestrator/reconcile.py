@@ -214,6 +214,15 @@ def config_fingerprint(body: ConfigurationBody) -> int:
     return int.from_bytes(hashlib.sha256(canonical.encode()).digest()[:8], "big")
 
 
+def _peers_v6(body: ConfigurationBody) -> bool:
+    """Whether the configuration's external network has an IPv6 subnet with a gateway."""
+    return any(
+        network.network_type == "external"
+        and any(s.gateway_ip is not None and s.gateway_ip.version == 6 for s in network.subnets)
+        for network in body.configuration.networks
+    )
+
+
 def router_ports(router: RouterRecord, ports: Sequence[PortRecord]) -> list[PortRecord]:
     """The ports the instance carries: the gateway (if the router has one) first, then the
     interfaces by (network, port id), the order ``build_config`` lists networks in."""
@@ -324,6 +333,8 @@ class RouterReconciler:
         settle_delay: float = DEFAULT_SETTLE_DELAY,
         orchestrator: tuple[IPAddress, int] | None = None,
         journal: Journal | None = None,
+        asn: int | None = None,
+        neighbor_asn: int | None = None,
     ) -> None:
         self._journal = journal
         self._reader = reader
@@ -342,6 +353,8 @@ class RouterReconciler:
         self._poll_delay = poll_delay
         self._settle_delay = settle_delay
         self._orchestrator = orchestrator
+        self._asn = asn
+        self._neighbor_asn = neighbor_asn
 
     async def reconcile(self, key: ResourceKey) -> None:
         """One step for ``key``'s router (what ``WorkQueue`` calls)."""
@@ -633,12 +646,25 @@ class RouterReconciler:
         return True, True, applied
 
     async def _build(self, router_id: str, reader: RouterReader) -> ConfigurationBody:
-        return await build_config(
+        body = await build_config(
             router_id=router_id,
             reader=reader,
             management=self._management(router_id),
             orchestrator=self._orchestrator,
+            asn=self._asn,
+            neighbor_asn=self._neighbor_asn,
         )
+        if body.configuration.asn is not None and not _peers_v6(body):
+            # BGP peers with the external IPv6 gateway: a router without one speaks none
+            # (the appliance would refuse the whole configuration)
+            body = body.model_copy(
+                update={
+                    "configuration": body.configuration.model_copy(
+                        update={"asn": None, "neighbor_asn": None}
+                    )
+                }
+            )
+        return body
 
     # -- act ----------------------------------------------------------------------------
     def _confirmed(

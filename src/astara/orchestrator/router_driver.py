@@ -205,7 +205,15 @@ def _internal_networks(topology: _Topology) -> list[wire.Network]:
 
 
 def _suffixed(port: PortRecord) -> str:
+    """The appliance's id for a second router port on one network (e.g. a dual-stack
+    network whose IPv4 and IPv6 subnets were added as two interfaces): ids must be unique
+    in a configuration. ``neutron_network_id`` reads it back."""
     return f"{port.network_id}:{port.id}"
+
+
+def neutron_network_id(appliance_network_id: str) -> str:
+    """The Neutron network of an appliance's network id (``_suffixed`` or plain)."""
+    return appliance_network_id.split(":", 1)[0]
 
 
 def _network(

@@ -114,6 +114,8 @@ PRESENCE_PERIOD = 0.2
 NETNS_DIR = "/run/netns"
 DRAIN_TIMEOUT = 10.0
 """Seconds ``close`` lets running reconciles finish before cancelling them."""
+ADOPT_CONCURRENCY = 16
+"""Instances adopted at once by the startup sweep and ``readopt``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +143,9 @@ class OrchestratorSettings:
     management_prefixlen: int = 64
     #: where appliances reach the metadata service (pushed in their configuration)
     metadata: tuple[IPAddress, int] | None = None
+    #: the routers' BGP AS number and their external IPv6 gateway's (None: no BGP)
+    asn: int | None = None
+    neighbor_asn: int | None = None
 
 
 def netns_present() -> Collection[str]:
@@ -225,6 +230,7 @@ class Orchestrator:
         self._stopped = asyncio.Event()
         self._running = False
         self._sweep_task: asyncio.Task[None] | None = None
+        self._resync_task: asyncio.Task[None] | None = None
         breaker: CircuitBreaker[ResourceKey] = CircuitBreaker(
             window_seconds=self.settings.breaker_window
         )
@@ -244,6 +250,8 @@ class Orchestrator:
             poll_delay=self.settings.poll_delay,
             settle_delay=self.settings.settle_delay,
             orchestrator=self.settings.metadata,
+            asn=self.settings.asn,
+            neighbor_asn=self.settings.neighbor_asn,
         )
         self.queue = WorkQueue(reconcile=self._reconcile, concurrency=self.settings.concurrency)
         self._shard = ShardFilter(index=self.settings.shard_index, shards=self.settings.shards)
@@ -254,6 +262,7 @@ class Orchestrator:
             enqueue=self._enqueue,
             # a lambda: ``operations`` is made below, once the health monitor exists
             on_event=lambda event_type, keys: self.operations.on_event(event_type, keys),  # noqa: PLW0108
+            on_overflow=self._resync,
         )
         self.health = HealthMonitor(
             client=appliance,
@@ -347,7 +356,10 @@ class Orchestrator:
             known = self._managements.get(router_id)
             same = self._identities.get(router_id) == (instance.name, instance.booted_at)
             # ge0's MAC is the instance's for its whole life: read once per instance
-            mac = known.mac if known is not None and same else await self._management_mac(instance)
+            if known is not None and same:
+                mac = known.mac
+            else:  # read with the instance when the provider did (no process per instance)
+                mac = instance.management_mac or await self._management_mac(instance)
             self._identities[router_id] = (instance.name, instance.booted_at)
         else:
             self._identities.pop(router_id, None)
@@ -428,20 +440,44 @@ class Orchestrator:
         for key in sorted(keys, key=str):
             self._enqueue(key)
 
+    def _resync(self) -> None:
+        """Notifications were lost (the bus overflowed): enqueue every router, as ``poll``
+        does, in a task of its own (one at a time; a resync asked meanwhile is covered)."""
+        if self._closing or (self._resync_task is not None and not self._resync_task.done()):
+            return
+        self._resync_task = asyncio.get_running_loop().create_task(
+            self._resync_all(), name="resync"
+        )
+
+    async def _resync_all(self) -> None:
+        try:
+            count = await self.operations.poll()
+        except Exception as exc:  # noqa: BLE001 - the next overflow or restart sweeps again
+            log.warning("resync after lost notifications failed: %s", exc)
+        else:
+            log.info("resync after lost notifications: %d routers enqueued", count)
+
     def _mine(self, instances: Collection[Instance]) -> list[Instance]:
         """The instances of this process's shard: another shard's are its own to adopt."""
         return [i for i in instances if self._shard.keeps(ResourceKey.router(i.router_id))]
 
     async def _adopt_all(self, instances: Collection[Instance]) -> None:
-        for instance in instances:
-            try:
-                if self._adopt is not None:
-                    await self._adopt(instance)
-                else:
-                    await self._provider.boot(router_id=instance.router_id, ports=())
-            except Exception as exc:  # noqa: BLE001 - the reconcile rebuilds what cannot be adopted
-                log.warning("router %s: not adopted: %s", instance.router_id, exc)
-            await self._remember(instance.router_id, instance)
+        """Adopt ``instances``, ``ADOPT_CONCURRENCY`` at a time (one after the other, 1,000
+        took most of a restart: each is a few ``ip`` calls and one agent request)."""
+        limit = asyncio.Semaphore(ADOPT_CONCURRENCY)
+
+        async def adopt(instance: Instance) -> None:
+            async with limit:
+                try:
+                    if self._adopt is not None:
+                        await self._adopt(instance)
+                    else:
+                        await self._provider.boot(router_id=instance.router_id, ports=())
+                except Exception as exc:  # noqa: BLE001 - the reconcile rebuilds what cannot be adopted
+                    log.warning("router %s: not adopted: %s", instance.router_id, exc)
+                await self._remember(instance.router_id, instance)
+
+        await asyncio.gather(*(adopt(instance) for instance in instances))
 
     async def readopt(self) -> int:
         """Adopt every instance again and enqueue its router; how many were found.
@@ -477,6 +513,7 @@ class Orchestrator:
                 group.create_task(_quiet(self._sweep_task), name="sweep-waiter")
         finally:
             self._cancel_timers()
+            await self._stop_resync()
             if self._sweep_task is not None and not self._sweep_task.done():
                 self._sweep_task.cancel()
                 await asyncio.gather(self._sweep_task, return_exceptions=True)
@@ -489,6 +526,7 @@ class Orchestrator:
         self._cancel_timers()
         if self._sweep_task is not None:
             self._sweep_task.cancel()
+        await self._stop_resync()
         await self.intake.close()
         await self.health.close()
         try:
@@ -502,6 +540,12 @@ class Orchestrator:
             await self._stopped.wait()
         else:
             await self._client.aclose()
+
+    async def _stop_resync(self) -> None:
+        task = self._resync_task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     def _cancel_timers(self) -> None:
         for timer in self._timers.values():
