@@ -36,35 +36,41 @@ log in the JSON.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
-import secrets
 import select
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import httpx
 import openstack
-from keystoneauth1 import noauth
-from keystoneauth1 import session as ksa_session
 
 from astara.lab import Lab, kill_namespace
 from astara.providers.naming import name_candidates
 from bench.figure import Figure
 
-ASTARA = [sys.executable, "-m", "astara.cli.main"]
-OUTSIDE_ADDRESS = "203.0.113.1"
+# moved to bench.harness (shared with bench.throughput); still importable from here
+from bench.harness import (
+    ASTARA,  # noqa: F401
+    OUTSIDE_ADDRESS,
+    TrialError,
+    Up,
+    connect,
+    external_network,
+    private_network,
+    testbed,
+)
+from bench.harness import astara_up as _astara_up  # noqa: F401
+from bench.harness import fast_arp as _fast_arp
+from bench.harness import free_port as _free_port  # noqa: F401
+from bench.harness import namespaces as _namespaces
+from bench.harness import sweep as _sweep  # noqa: F401
+
 OUTSIDE_PORT = 8080
 SERVER_PORT = 8081
 P1_TARGETS = (100.0, 300.0)
@@ -166,10 +172,6 @@ while True:
 """
 
 
-class TrialError(RuntimeError):
-    """One trial did not converge (or converged wrongly); the message says what."""
-
-
 @dataclass
 class SampledFigure(Figure):
     """A figure with its raw samples (ms) and every trial's record, for the JSON."""
@@ -187,27 +189,6 @@ class SampledFigure(Figure):
 def _percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _namespaces(prefix: str) -> set[str]:
-    try:
-        return {n for n in os.listdir("/run/netns") if n.startswith(prefix)}
-    except FileNotFoundError:
-        return set()
-
-
-def connect(url: str) -> openstack.connection.Connection:
-    """An openstacksdk connection in no-auth mode as admin (as tests/component/conftest.py)."""
-    headers = {"X-Project-Id": "admin", "X-Roles": "admin,member,reader"}
-    session = ksa_session.Session(auth=noauth.NoAuth(endpoint=url), additional_headers=headers)
-    return openstack.connection.Connection(session=session, network_endpoint_override=url + "/")
 
 
 # -- probes ---------------------------------------------------------------------------
@@ -287,137 +268,11 @@ def _listen(lab: Lab, netns: str, host: str, port: int) -> None:
     )
 
 
-def _fast_arp(lab: Lab, netns: str) -> None:
-    """ARP retried every 10 ms (the prober's own back-off is not the figure)."""
-    lab.sysctl(
-        netns,
-        "net.ipv4.neigh.eth0.retrans_time_ms=10",
-        "net.ipv4.neigh.eth0.mcast_solicit=100",
-        "net.ipv4.neigh.eth0.ucast_solicit=100",
-    )
-
-
 def _flush_neighbours(netns: str) -> None:
     subprocess.run(["ip", "-n", netns, "neigh", "flush", "dev", "eth0"], check=False, timeout=10)
 
 
 # -- astara up ------------------------------------------------------------------------
-@dataclass
-class Up:
-    url: str
-    flags: list[str]
-    server_flags: list[str]
-    log: Path
-    proc: subprocess.Popen[bytes]
-    netns_prefix: str
-    servers: list[str] = field(default_factory=list)
-
-    def tail(self, chars: int = 6000) -> str:
-        """The end of astara up's log, then of its agent's (the state dir goes with down)."""
-        text = ""
-        for log in (self.log, Path(self.flags[1]) / "agent.log"):
-            with contextlib.suppress(OSError):
-                text += f"--- {log.name}\n" + log.read_text(errors="replace")[-chars:]
-        return text
-
-    def until(self, what: str, check: Callable[[], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            if self.proc.poll() is not None:
-                raise TrialError(f"{what}: astara up exited ({self.proc.returncode})")
-            if time.monotonic() > deadline:
-                raise TrialError(f"{what}: not within {timeout:.0f} s")
-            time.sleep(0.05)
-
-    def server(self, name: str, network_id: str, address: str) -> dict[str, Any]:
-        argv = [*ASTARA, "server", "create", *self.server_flags, "--network", network_id]
-        argv += ["--name", name, "--fixed-ip", address, "-f", "json"]
-        self.servers.append(name)
-        done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=90)
-        if done.returncode != 0:
-            raise RuntimeError(f"astara server create {name}: {done.stderr}\n{self.tail()}")
-        made: dict[str, Any] = json.loads(done.stdout)
-        return made
-
-    def appliance(self, router_id: str) -> str | None:
-        present = _namespaces(self.netns_prefix)
-        for name in name_candidates(self.netns_prefix, router_id):
-            if name in present:
-                return name
-        return None
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url + "/", timeout=2).status_code < 500
-    except httpx.HTTPError:
-        return False
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
-@contextlib.contextmanager
-def _astara_up(run: str, uplink: str, work: Path) -> Iterator[Up]:
-    netns_prefix = f"astara-bench-{run}-u-"
-    fabric_prefix = f"ab{run}-"
-    mgmt = ipaddress.IPv6Network(f"fd00:abbe:{secrets.randbelow(0xFFFF):x}::/64")
-    flags = ["--state-dir", str(work / "up"), "--fabric-prefix", fabric_prefix]
-    flags += ["--netns-prefix", netns_prefix, "--mgmt-bridge", f"ab{run}mgt"]
-    flags += ["--mgmt-prefix", str(mgmt), "--uplink", uplink]
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    server_flags = ["--url", url, "--fabric-prefix", fabric_prefix, "--uplink", uplink]
-    server_flags += ["--state-dir", str(work / "servers")]
-    log = work / "up.log"
-    argv = [*ASTARA, "up", *flags, "--port", str(port), "--metadata-port", str(_free_port())]
-    usage = subprocess.run([*ASTARA, "up", "--help"], capture_output=True, text=True, check=False)
-    if "--admin-port" in usage.stdout:  # its own admin API port too, where there is one
-        argv += ["--admin-port", str(_free_port())]
-    with log.open("wb") as output:
-        proc = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT)
-    made = Up(url, flags, server_flags, log, proc, netns_prefix)
-    try:
-        made.until("astara up ready", lambda: "ready;" in made.tail(100_000), 60)
-        made.until("the network API answering", lambda: _answers(url), 30)
-        yield made
-    finally:
-        try:
-            for name in made.servers:
-                subprocess.run(
-                    [*ASTARA, "server", "delete", *server_flags, name],
-                    capture_output=True,
-                    check=False,
-                    timeout=90,
-                )
-        finally:
-            _stop(proc)
-            down = subprocess.run(
-                [*ASTARA, "down", *flags], capture_output=True, text=True, timeout=120, check=False
-            )
-            if down.returncode != 0:
-                print(f"bench: astara down failed: {down.stderr}", file=sys.stderr)
-
-
-def _sweep(run: str) -> None:
-    """Last resort: whatever this run's unique prefixes still name is removed, and said."""
-    for ns in sorted(_namespaces(f"astara-bench-{run}-") | _namespaces(f"ab{run}")):
-        print(f"bench: removing leftover namespace {ns}", file=sys.stderr)
-        subprocess.run(["ip", "netns", "del", ns], check=False, timeout=30)
-    for link in sorted(os.listdir("/sys/class/net")):
-        if link.startswith(f"ab{run}"):
-            print(f"bench: removing leftover link {link}", file=sys.stderr)
-            subprocess.run(["ip", "link", "del", link], check=False, timeout=30)
-
-
 # -- trials ---------------------------------------------------------------------------
 def _trials(
     label: str,
@@ -491,18 +346,7 @@ class World:
         return self.probers[netns]
 
     def private(self, name: str, octet: int) -> tuple[Any, Any]:
-        network = self.sdk.network.create_network(
-            name=name,
-            provider_network_type="vxlan",
-            provider_segmentation_id=100_000 + secrets.randbelow(16_000_000),
-        )
-        subnet = self.sdk.network.create_subnet(
-            network_id=network.id,
-            cidr=f"10.{octet}.0.0/24",
-            ip_version=4,
-            gateway_ip=f"10.{octet}.0.1",
-        )
-        return network, subnet
+        return private_network(self.sdk, name, octet)
 
     def active(self, router_id: str, timeout: float) -> None:
         self.up.until(
@@ -653,19 +497,7 @@ def _p4(world: World, vm: str, trials: int) -> tuple[list[float], list[Any]]:
 
 def _setup(up: Up, lab: Lab, outside: str) -> World:
     sdk = connect(up.url)
-    public = sdk.network.create_network(
-        name="public",
-        is_router_external=True,
-        provider_network_type="flat",
-        provider_physical_network="physnet1",
-    )
-    sdk.network.create_subnet(
-        network_id=public.id,
-        cidr="203.0.113.0/24",
-        ip_version=4,
-        gateway_ip=OUTSIDE_ADDRESS,
-        is_dhcp_enabled=False,
-    )
+    public = external_network(sdk)
     router = sdk.network.create_router(name="main", external_gateway_info={"network_id": public.id})
     external = router.external_gateway_info["external_fixed_ips"][0]["ip_address"]
     return World(up, lab, sdk, outside, public.id, router, external)
@@ -674,33 +506,24 @@ def _setup(up: Up, lab: Lab, outside: str) -> World:
 def run_orchestrator_benchmarks(
     p1_trials: int = 50, p2_trials: int = 10, p4_trials: int = 5
 ) -> list[Figure]:
-    run = secrets.token_hex(2)
-    work = Path(tempfile.mkdtemp(prefix=f"astara-bench-{run}-"))
-    work.chmod(0o755)  # dnsmasq reads its files under the state directory after dropping root
     figures: list[Figure] = []
     started = time.monotonic()
-    try:
-        with Lab(f"astara-bench-{run}", link_tag=f"ab{run}h") as lab:
-            outside = lab.namespace("out")
-            nic = lab.host_name()
-            lab.veth(None, nic, outside, "eth0")
-            lab.address(outside, "eth0", f"{OUTSIDE_ADDRESS}/24")
-            _fast_arp(lab, outside)
-            _listen(lab, outside, OUTSIDE_ADDRESS, OUTSIDE_PORT)
-            with _astara_up(run, f"physnet1={nic}", work) as up:
-                world: World | None = None
-                try:
-                    world = _setup(up, lab, outside)
-                    figures = _measure(world, p1_trials, p2_trials, p4_trials)
-                except BaseException:
-                    print(f"bench: astara up said:\n{up.tail()}", file=sys.stderr)
-                    raise
-                finally:
-                    for prober in world.probers.values() if world else ():
-                        prober.close()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        _sweep(run)
+
+    def listener(lab: Lab, outside: str) -> None:
+        _listen(lab, outside, OUTSIDE_ADDRESS, OUTSIDE_PORT)
+
+    with testbed(before_up=listener) as bed:
+        up = bed.up
+        world: World | None = None
+        try:
+            world = _setup(up, bed.lab, bed.outside)
+            figures = _measure(world, p1_trials, p2_trials, p4_trials)
+        except BaseException:
+            print(f"bench: astara up said:\n{up.tail()}", file=sys.stderr)
+            raise
+        finally:
+            for prober in world.probers.values() if world else ():
+                prober.close()
     print(f"bench: orchestrator figures took {time.monotonic() - started:.0f} s", file=sys.stderr)
     return figures
 
