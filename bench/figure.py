@@ -26,6 +26,8 @@ class Figure:
 
     @property
     def target_text(self) -> str:
+        if self.target == float("inf"):
+            return "none (reported)"
         return f"{'>=' if self.higher_is_better else '<='} {self.target:g} {self.unit}".rstrip()
 
     def as_dict(self) -> dict[str, Any]:
