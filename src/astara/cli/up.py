@@ -685,12 +685,38 @@ def _up(args: argparse.Namespace) -> int:
         return 1
     _quiet_httpx()
     structured_logs()
+    _check_neighbour_tables()
     layout = Layout(args.state_dir)
     layout.root.mkdir(mode=0o755, parents=True, exist_ok=True)
     layout.root.chmod(0o755)
     with _agent(layout) as agent:
         asyncio.run(_run_up(args, layout, agent))
     return 0
+
+
+#: below this hard limit of the kernel's neighbour tables, a few hundred appliances overflow them
+NEIGHBOUR_TABLE_MINIMUM = 4096
+
+
+def _check_neighbour_tables(proc: Path = Path("/proc/sys/net")) -> list[str]:
+    """Warn (and return the families) whose neighbour table limit is too small for many
+    appliances: every namespace shares it (docs/operators.md, "Many routers on one host")."""
+    small = []
+    for family in ("ipv4", "ipv6"):
+        try:
+            limit = int((proc / family / "neigh/default/gc_thresh3").read_text())
+        except (OSError, ValueError):
+            continue
+        if limit < NEIGHBOUR_TABLE_MINIMUM:
+            small.append(f"{family} {limit}")
+    if small:
+        log.warning(
+            "the kernel's neighbour tables hold at most %s entries, shared by every appliance:"
+            " past a few hundred routers they overflow; raise net.<ipv4|ipv6>.neigh.default."
+            "gc_thresh1/2/3 (docs/operators.md, 'Many routers on one host')",
+            " and ".join(small),
+        )
+    return small
 
 
 # -- down ----------------------------------------------------------------------------------
