@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -33,7 +32,7 @@ import openstack
 from keystoneauth1 import noauth
 from keystoneauth1 import session as ksa_session
 
-from astara.lab import Lab
+from astara.lab import Lab, end_process
 from astara.providers.naming import name_candidates
 
 ASTARA = [sys.executable, "-m", "astara.cli.main"]
@@ -130,14 +129,7 @@ def _answers(url: str) -> bool:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    end_process(proc, timeout=30)
 
 
 @contextlib.contextmanager

@@ -39,7 +39,6 @@ import contextlib
 import json
 import os
 import select
-import signal
 import statistics
 import subprocess
 import sys
@@ -50,7 +49,7 @@ from typing import Any
 
 import openstack
 
-from astara.lab import Lab, kill_namespace
+from astara.lab import Lab, end_process, kill_namespace
 from astara.providers.naming import name_candidates
 from bench.figure import Figure
 
@@ -245,15 +244,7 @@ class Prober:
         return bool(self.result(timeout)["ok"])
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+        end_process(self.proc, group=True)
 
 
 def _listen(lab: Lab, netns: str, host: str, port: int) -> None:

@@ -47,7 +47,7 @@ from typing import Any
 import httpx
 import openstack
 
-from astara.lab import Lab
+from astara.lab import Lab, end_process
 from bench.figure import Figure
 from bench.harness import (
     OUTSIDE_ADDRESS,
@@ -348,14 +348,7 @@ def _ping(netns: str, log: Path, host: str = OUTSIDE_ADDRESS) -> subprocess.Pope
 
 def _ping_result(proc: subprocess.Popen[bytes], log: Path) -> dict[str, Any]:
     """Stop the ping (SIGINT to it, by pid): sent, received, the longest run of lost seqs."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
+    end_process(proc, sig=signal.SIGINT, group=True, timeout=10)
     text = log.read_text(errors="replace")
     summary = re.search(r"(\d+) packets transmitted, (\d+) received", text)
     if summary is None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from astara.lab import Lab
+from astara.lab import Lab, end_process
 from bench.figure import Figure
 from bench.harness import (
     OUTSIDE_ADDRESS,
@@ -137,15 +136,7 @@ def _iperf_server(lab: Lab, netns: str, address: str) -> subprocess.Popen[bytes]
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     """End one iperf3 server by its pid (a session of its own, as ``Lab.spawn`` makes)."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+    end_process(proc, group=True)
 
 
 def _offloads(netns: str | None, prefix: str = "") -> dict[str, Any]:

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 NETNS_ETC = Path("/etc/netns")
 
@@ -185,15 +186,7 @@ class Lab:
     def close(self) -> None:
         """Remove everything this lab made; safe to call twice."""
         for proc in self.processes:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=5)
+            end_process(proc, group=True)
             if proc.stderr is not None:
                 proc.stderr.close()
         self.processes.clear()
@@ -266,3 +259,28 @@ def vlan_supported(prefix: str = "astara-") -> bool:
         return made
     finally:
         ip("link", "del", veth)
+
+
+def end_process(
+    proc: subprocess.Popen[Any],
+    *,
+    sig: int = signal.SIGTERM,
+    group: bool = False,
+    timeout: float = 5.0,
+) -> None:
+    """End ``proc`` (started by us) by its pid: ``sig``, then SIGKILL after ``timeout`` s.
+
+    ``group``: signal its process group (a process started in a session of its own,
+    as ``Lab.spawn`` does). Nothing is sent to a process that already ended.
+    """
+    if proc.poll() is not None:
+        return
+    send = os.killpg if group else os.kill
+    with contextlib.suppress(ProcessLookupError):
+        send(proc.pid, sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            send(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)

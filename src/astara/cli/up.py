@@ -68,6 +68,7 @@ from astara.bus.base import Bus, InvalidBusUrlError
 from astara.bus.transports import bus_from_url
 from astara.cli.config_file import add_config_option
 from astara.cli.fabric_options import FabricOptionError, add_fabric_options, fabric_from_args
+from astara.lab import end_process
 from astara.network.server import build_app
 from astara.network.service import NetworkService
 from astara.orchestrator.admin import DEFAULT_PORT as ADMIN_PORT
@@ -380,16 +381,9 @@ class AgentProcess:
                     log.exception("re-adopting the appliances failed; the reconciles will retry")
 
     def stop(self) -> None:
-        proc = self.proc
-        if proc is None:
+        if self.proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        end_process(self.proc, timeout=15)
         self.proc = None
 
 

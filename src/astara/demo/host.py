@@ -11,9 +11,6 @@ socket live in the demo's scratch directory. Everything is made through a
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -22,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from astara.demo.api import DemoError
-from astara.lab import Lab
+from astara.lab import Lab, end_process
 
 OUTSIDE_V4 = "203.0.113.1"
 OUTSIDE_V6 = "2001:db8:ffff::1"
@@ -153,17 +150,8 @@ def start_up(host: Host, opts: Options) -> None:
 
 def stop_up(host: Host) -> None:
     """SIGTERM to ``astara up`` by its pid; SIGKILL if it does not stop."""
-    proc = host.up
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    if host.up is not None:
+        end_process(host.up, timeout=30)
 
 
 def down(host: Host, opts: Options) -> str:
