@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import resource
 import secrets
 import shutil
 import subprocess
@@ -147,3 +148,27 @@ def scratch_database(kind: str, tmp_path: Path, stem: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         admin.dispose()
+
+
+#: descriptors ``many_fds`` lets a test hold (more than FD_SETSIZE, 1024)
+MANY_FDS = 4096
+
+
+@pytest.fixture
+def many_fds() -> Iterator[list[int]]:
+    """A list for the descriptors a test opens (closed after it), with RLIMIT_NOFILE raised
+    to ``MANY_FDS`` for it (the hard limit too: the suite runs as root) and put back."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted_hard = hard if hard == resource.RLIM_INFINITY else max(hard, MANY_FDS)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, MANY_FDS), wanted_hard))
+    except (ValueError, OSError) as exc:
+        pytest.fail(f"cannot raise RLIMIT_NOFILE to {MANY_FDS} (hard {hard}): {exc}")
+    opened: list[int] = []
+    try:
+        yield opened
+    finally:
+        for fd in opened:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -4,10 +4,7 @@ on a descriptor ``select()`` refuses (glibc would abort the agent)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import resource
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,22 +15,6 @@ from astara.lab import Lab
 pytestmark = pytest.mark.netns
 
 TABLE = "table inet probe {\n  chain c {\n    type filter hook input priority 0;\n  }\n}\n"
-
-
-@pytest.fixture
-def many_fds() -> Iterator[list[int]]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < 4096:
-        pytest.skip(f"RLIMIT_NOFILE hard limit {hard}")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))
-    opened: list[int] = []
-    try:
-        yield opened
-    finally:
-        for fd in opened:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 async def test_nft_runs_in_and_out_of_process_with_1100_descriptors_open(

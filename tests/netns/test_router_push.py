@@ -54,6 +54,11 @@ async def router(lab: Lab) -> AsyncIterator[tuple[Router, str]]:
         shutil.rmtree(state)
 
 
+def _config(*, internals: int) -> ConfigurationBody:
+    """A router with ``internals`` internal networks (ge2…), no floating IP, no BGP."""
+    return _body(router_config(internals=internals, floating=0, bgp=False))
+
+
 def _addresses(lab: Lab, ns: str) -> str:
     return lab.run(ns, ["ip", "-o", "address", "show", "scope", "global"])
 
@@ -62,7 +67,7 @@ async def test_a_refused_ruleset_is_a_config_error_and_changes_nothing(
     lab: Lab, router: tuple[Router, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     appliance, ns = router
-    first = _body(router_config(internals=1, floating=0, bgp=False))
+    first = _config(internals=1)
     await appliance.push(first)
     ruleset = await appliance.firewall.listing()
     addresses = _addresses(lab, ns)
@@ -72,7 +77,7 @@ async def test_a_refused_ruleset_is_a_config_error_and_changes_nothing(
         return "table inet astara {\n\tchain input { bogus }\n}\n"
 
     monkeypatch.setattr(firewall_module, "render_ruleset", broken)
-    second = _body(router_config(internals=2, floating=0, bgp=False))
+    second = _config(internals=2)
     with pytest.raises(ConfigError, match="firewall refused it"):
         await appliance.push(second)
     # nothing of the refused config reached the kernel, and the old one is still the config
@@ -91,7 +96,7 @@ async def test_a_daemon_refusal_is_reported_before_the_firewall_is_touched(
     lab: Lab, router: tuple[Router, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     appliance, ns = router
-    first = _body(router_config(internals=1, floating=0, bgp=False))
+    first = _config(internals=1)
     await appliance.push(first)
     ruleset = await appliance.firewall.listing()
 
@@ -100,6 +105,6 @@ async def test_a_daemon_refusal_is_reported_before_the_firewall_is_touched(
 
     monkeypatch.setattr(appliance.dnsmasq, "check", refuse)
     with pytest.raises(ConfigError, match="dnsmasq refused it: refused by the test"):
-        await appliance.push(_body(router_config(internals=2, floating=0, bgp=False)))
+        await appliance.push(_config(internals=2))
     assert await appliance.firewall.listing() == ruleset
     assert "10.0.2.1/24" not in _addresses(lab, ns)

@@ -6,32 +6,10 @@ libnftables waits with ``select()``; glibc aborts the process for a descriptor o
 
 from __future__ import annotations
 
-import contextlib
 import os
-import resource
 import socket
-from collections.abc import Iterator
-
-import pytest
 
 from astara.appliance.system import nftables
-
-
-@pytest.fixture
-def many_fds() -> Iterator[list[int]]:
-    """1,100 more open descriptors than now (the soft limit raised for it if need be)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < 4096:
-        pytest.skip(f"RLIMIT_NOFILE hard limit {hard}")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))
-    opened: list[int] = []
-    try:
-        yield opened
-    finally:
-        for fd in opened:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_a_socket_opened_inside_the_block_is_below_fd_setsize(many_fds: list[int]) -> None:
