@@ -10,9 +10,8 @@ reason, since) of a SQLAlchemy database — SQLite (``astara up`` uses
 
 Invariants:
 
-- The table is created when the store opens (``metadata.create_all``); there
-  is no migration yet: Alembic comes with issue 6, when the orchestrator's
-  database holds more than this table.
+- The table is declared on the orchestrator's database (``store.metadata``)
+  and created when the store opens (``store.open_engine``).
 - Reads never touch the database: every mode is cached in memory, loaded at
   open and written through on each change (the database first, then the
   cache), so ``is_held`` is a dict lookup fit for every reconcile.
@@ -36,6 +35,8 @@ from typing import Any, Literal, cast, get_args
 
 import sqlalchemy as sa
 
+from astara.orchestrator import store
+
 __all__ = ["GLOBAL_ID", "TABLE", "ControlStore", "DebugMode", "Scope"]
 
 Scope = Literal["resource", "tenant", "global"]
@@ -45,10 +46,9 @@ GLOBAL_ID = "*"
 
 TABLE = "astara_debug_modes"
 
-_metadata = sa.MetaData()
 _modes = sa.Table(
     TABLE,
-    _metadata,
+    store.metadata,
     sa.Column("scope", sa.String(16), primary_key=True),
     sa.Column("id", sa.String(255), primary_key=True),
     sa.Column("reason", sa.Text, nullable=False, default=""),
@@ -86,9 +86,8 @@ class ControlStore:
     def __init__(self, url: str, *, clock: Callable[[], float] = time.time) -> None:
         self.url = url
         self._clock = clock
-        self._engine = sa.create_engine(url)
+        self._engine = store.open_engine(url)
         self._lock = threading.Lock()
-        _metadata.create_all(self._engine)
         with self._engine.connect() as conn:
             rows = conn.execute(sa.select(_modes)).all()
         self._cache: dict[tuple[str, str], DebugMode] = {
