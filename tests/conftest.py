@@ -121,6 +121,13 @@ def lab() -> Iterator[Lab]:
 
 PG_ADMIN = os.environ.get("ASTARA_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
+TEST_DB = os.environ.get("ASTARA_TEST_DB", "sqlite")
+"""The database kind of the tests marked ``database`` (``sqlite``, the default, or
+``postgresql``): ``scripts/test`` runs them once on each. Tests parametrized over both
+kinds ignore it."""
+if TEST_DB not in ("sqlite", "postgresql"):
+    raise pytest.UsageError(f"ASTARA_TEST_DB must be sqlite or postgresql, not {TEST_DB!r}")
+
 
 @contextlib.contextmanager
 def scratch_database(kind: str, tmp_path: Path, stem: str) -> Iterator[str]:
@@ -172,3 +179,14 @@ def many_fds() -> Iterator[list[int]]:
             with contextlib.suppress(OSError):
                 os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@contextlib.contextmanager
+def chosen_database(directory: Path, stem: str) -> Iterator[str]:
+    """The URL of an empty database of the kind ``ASTARA_TEST_DB`` names, dropped after.
+
+    For the tests marked ``database``: where they would use SQLite in
+    ``directory``, this gives PostgreSQL when the suite runs on it.
+    """
+    with scratch_database(TEST_DB, directory, stem) as url:
+        yield url

@@ -28,7 +28,7 @@ import pytest
 from astara.bus.transports import bus_from_url
 from astara.providers.naming import name_candidates
 from tests.component.conftest import connect
-from tests.conftest import run_prefix
+from tests.conftest import chosen_database, run_prefix
 from tests.netns.test_up import (
     ASTARA,
     BRIDGE,
@@ -42,9 +42,21 @@ from tests.netns.test_up import (
     _until,
 )
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.database]
 
 RABBIT = "rabbit://guest:guest@127.0.0.1:5672/"
+
+
+@pytest.fixture
+def network_db(tmp_path: Path) -> Iterator[str]:
+    with chosen_database(tmp_path, "network") as url:
+        yield url
+
+
+@pytest.fixture
+def orchestrator_db(tmp_path: Path) -> Iterator[str]:
+    with chosen_database(tmp_path, "orchestrator") as url:
+        yield url
 
 
 @contextlib.contextmanager
@@ -59,7 +71,9 @@ def _started(argv: list[str], log: Path, ready: str) -> Iterator[subprocess.Pope
         assert _stop(proc) == 0, log.read_text()[-4000:]
 
 
-def test_a_router_made_on_another_process_api_converges_through_rabbitmq() -> None:
+def test_a_router_made_on_another_process_api_converges_through_rabbitmq(
+    network_db: str, orchestrator_db: str
+) -> None:
     work = Path(tempfile.mkdtemp(prefix=f"{run_prefix()}-"))
     work.chmod(0o755)
     port = _free_port()
@@ -79,10 +93,11 @@ def test_a_router_made_on_another_process_api_converges_through_rabbitmq() -> No
         str(mgmt),
     ]
     api_argv = [*ASTARA, "network-api", "--port", str(port), "--bus-url", RABBIT]
-    api_argv += ["--db", f"sqlite:///{work / 'network.db'}"]
+    api_argv += ["--db", network_db]
     orchestrator_argv = [*ASTARA, "orchestrator", *flags, "--network-url", url]
     orchestrator_argv += ["--bus-url", f"{RABBIT}?queue={queue}&durable=false"]
     orchestrator_argv += ["--admin-port", str(_free_port())]
+    orchestrator_argv += ["--orchestrator-db", orchestrator_db]
     orchestrator_argv += ["--metadata-port", str(_free_port())]
     try:
         with (
@@ -167,7 +182,7 @@ def _api(argv: list[str], log: Path, url: str) -> Iterator[subprocess.Popen[byte
         assert "Traceback" not in log.read_text(), log.read_text()[-4000:]
 
 
-def test_two_shards_share_the_routers_each_reconciled_by_exactly_one() -> None:
+def test_two_shards_share_the_routers_each_reconciled_by_exactly_one(network_db: str) -> None:
     work = Path(tempfile.mkdtemp(prefix=f"{run_prefix()}-"))
     work.chmod(0o755)
     port = _free_port()
@@ -176,7 +191,7 @@ def test_two_shards_share_the_routers_each_reconciled_by_exactly_one() -> None:
     common = ["--fabric-prefix", FABRIC_PREFIX, "--netns-prefix", NETNS_PREFIX]
     common += ["--mgmt-bridge", BRIDGE, "--mgmt-prefix", str(mgmt)]
     api_argv = [*ASTARA, "network-api", "--port", str(port), "--bus-url", RABBIT]
-    api_argv += ["--db", f"sqlite:///{work / 'network.db'}"]
+    api_argv += ["--db", network_db]
     admins: list[tuple[str, Path]] = []
     shards = []
     for shard in (0, 1):

@@ -48,9 +48,9 @@ import pytest
 from astara.lab import Lab
 from astara.providers.naming import name_candidates
 from tests.component.conftest import connect
-from tests.conftest import RUN, run_prefix
+from tests.conftest import RUN, chosen_database, run_prefix
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.database]
 
 NETNS_PREFIX = f"{run_prefix()}-u-"
 FABRIC_PREFIX = f"t{RUN}u-"
@@ -161,7 +161,10 @@ def _astara_up(uplinks: Sequence[str] = (), extra: Sequence[str] = ()) -> Iterat
     server_flags += [flag for uplink in uplinks for flag in ("--uplink", uplink)]
     server_flags += ["--state-dir", str(work / "servers")]
     log = work / "up.log"
+    databases = contextlib.ExitStack()
     argv = [*ASTARA, "up", *flags, "--port", str(port), "--metadata-port", str(_free_port())]
+    argv += ["--network-db", databases.enter_context(chosen_database(work, "network"))]
+    argv += ["--orchestrator-db", databases.enter_context(chosen_database(work, "orchestrator"))]
     if "--admin-port" not in extra:  # never the default 44250: another astara up may hold it
         argv += ["--admin-port", str(_free_port())]
     argv += extra
@@ -188,6 +191,7 @@ def _astara_up(uplinks: Sequence[str] = (), extra: Sequence[str] = ()) -> Iterat
             assert down.returncode == 0, down.stderr
             assert not (work / "up").exists()
         finally:
+            databases.close()
             shutil.rmtree(work, ignore_errors=True)
     assert not _namespaces(NETNS_PREFIX)
     assert not _namespaces(FABRIC_PREFIX)

@@ -59,7 +59,7 @@ from tests.netns.test_up import (
 )
 from tests.netns.test_up import _until as _until_up
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.database]
 
 OUTSIDE = "203.0.113.1"
 #: seconds within which a router's change reaches its appliance

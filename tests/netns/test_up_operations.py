@@ -34,7 +34,7 @@ from astara.providers.naming import name_candidates
 from tests.component.conftest import connect
 from tests.netns.test_up import ASTARA, NETNS_PREFIX, Up, _addresses, _astara_up, _free_port, _until
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.database]
 
 BURST = 100
 SENDERS = 4

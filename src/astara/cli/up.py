@@ -248,6 +248,12 @@ def register(parts: Any) -> None:
     up.add_argument("--host", default="127.0.0.1", help="the network API's address")
     up.add_argument("--port", type=int, default=9696, help="the network API's port (9696)")
     up.add_argument(
+        "--network-db",
+        default=None,
+        help="the network API's database, a SQLAlchemy URL"
+        " (default sqlite:///<state dir>/network.db)",
+    )
+    up.add_argument(
         "--bus-url",
         default="embedded://",
         help="where notifications travel: embedded:// (in this process, the default)"
@@ -495,7 +501,7 @@ async def _run_up(args: argparse.Namespace, layout: Layout, agent: AgentProcess)
         settings = NetworkSettings(
             host=args.host,
             port=args.port,
-            db_url=f"sqlite:///{layout.database}",
+            db_url=args.network_db or f"sqlite:///{layout.database}",
             bus_url=args.bus_url,
         )
         app, service = build_app(settings, bus=bus)
@@ -510,7 +516,8 @@ async def _run_up(args: argparse.Namespace, layout: Layout, agent: AgentProcess)
                 await stack.enter_async_context(
                     _served(app, "network-api", host=args.host, port=args.port)
                 )
-                print(f"network API    {url}  (database {layout.database})", flush=True)
+                database = _redacted(settings.db_url) if args.network_db else layout.database
+                print(f"network API    {url}  (database {database})", flush=True)
             else:
                 print(f"network API    {url}  (read as admin)", flush=True)
             print(f"bus            {_redacted(args.bus_url)}", flush=True)
