@@ -28,8 +28,10 @@ from typing import Any
 from bench.appliance import run_appliance_benchmarks
 from bench.chart import p1_chart, p1_samples
 from bench.figure import Figure
+from bench.ingest import run_ingest_benchmarks
 from bench.network import run_network_benchmarks
 from bench.orchestrator import run_orchestrator_benchmarks
+from bench.ring import run_ring_benchmarks
 from bench.scale import ROUTERS, run_scale_benchmarks
 from bench.throughput import run_throughput_benchmarks
 
@@ -42,6 +44,8 @@ GROUPS = {
     "orchestrator": "Orchestrator (P1, P2, P4)",
     "scale": "Scale (P3, P6)",
     "throughput": "Throughput (P7)",
+    "ingest": "Ingest (P5)",
+    "ring": "Several orchestrators (P5 takeover, ingest 1 vs 3)",
 }
 #: IDs of the figures whose name does not start with one (first matching prefix wins)
 NAMED_IDS = (
@@ -62,6 +66,8 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], list[Figure]]]:
         # P3/P6: bench/scale.py's call site (its author's)
         "scale": lambda: run_scale_benchmarks(routers=args.routers),
         "throughput": lambda: run_throughput_benchmarks(seconds=args.seconds),
+        "ingest": run_ingest_benchmarks,
+        "ring": run_ring_benchmarks,
     }
 
 

@@ -26,7 +26,7 @@ from astara.bus import (
     Message,
     bus_from_url,
 )
-from astara.bus.amqp import AmqpBus, AmqpSubscription, parse_amqp_url
+from astara.bus.amqp import DEFAULT_PREFETCH, AmqpBus, AmqpSubscription, parse_amqp_url
 from astara.network.notify import Notifier
 from astara.wire.neutron_events import (
     CONTENT_TYPE,
@@ -386,6 +386,80 @@ async def test_after_an_outage_the_queue_and_its_binding_are_restored(broker: Br
         await outage.stop()
 
 
+async def test_a_restored_subscription_tells_its_listeners_once_bound_again(
+    broker: Broker,
+) -> None:
+    """The gap: what was published while the connection was lost never reached the queue (an
+    auto-delete queue, or a transient exchange after a broker restart). ``on_restored`` is called
+    once per restoration, when the queue is bound and consumed again: a publish from the
+    listener on is delivered."""
+    exchange, queue = broker.exchange(), broker.queue()
+    outage = Outage()
+    await outage.start()
+    url = f"amqp://guest:guest@127.0.0.1:{outage.port}/?queue={queue}&durable=false&reconnect_interval=0.2&timeout=1"
+    raw = await broker.channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC)
+    heard: list[int] = []
+    try:
+        async with AmqpBus.from_url(url) as bus:
+            sub = await bus.subscribe(exchange=exchange, binding="#")
+
+            async def listener_publishes() -> None:  # as the intake's resync reads, then
+                await raw.publish(aio_pika.Message(b"after"), routing_key="k")
+
+            tasks: list[asyncio.Task[None]] = []
+
+            def listener() -> None:
+                heard.append(sub.restored)
+                tasks.append(asyncio.create_task(listener_publishes()))
+
+            sub.on_restored(listener)
+            assert sub.restored == 0
+            for gap in (1, 2):
+                outage.cut()
+                await asyncio.sleep(0.3)
+                await raw.publish(aio_pika.Message(b"lost"), routing_key="k")  # no queue: lost
+                outage.up = True
+                assert (await _next(sub, timeout=10)).body == b"after"
+                assert (sub.restored, heard) == (gap, list(range(1, gap + 1)))
+            await asyncio.gather(*tasks)
+        assert heard == [1, 2]  # closing is no restoration
+    finally:
+        await outage.stop()
+
+
+async def test_a_publish_waits_for_the_connection_to_come_back_within_its_timeout(
+    broker: Broker,
+) -> None:
+    """A publish made while the connection is being re-established is taken once it is back
+    (within ``timeout``), not refused at once and lost; past the timeout it is refused."""
+    exchange, queue = broker.exchange(), broker.queue()
+    outage = Outage()
+    await outage.start()
+    url = f"amqp://guest:guest@127.0.0.1:{outage.port}/?queue={queue}&durable=false&reconnect_interval=0.5&timeout=4"
+    try:
+        async with AmqpBus.from_url(url) as bus:
+            sub = await bus.subscribe(exchange=exchange, binding="#")
+            await _publish(bus, exchange, "k", b"before")
+            assert (await _next(sub)).body == b"before"
+            outage.cut()
+            await asyncio.sleep(0.1)
+            publishing = asyncio.create_task(_publish(bus, exchange, "k", b"during"))
+            await asyncio.sleep(0.5)
+            assert not publishing.done()  # waiting for the connection, not refused
+            outage.up = True
+            await asyncio.wait_for(publishing, 5)
+            assert (await _next(sub, timeout=5)).body == b"during"
+            assert bus.published == 2
+
+            outage.cut()  # down for longer than the timeout: refused, after it
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(BusUnavailableError, match="for 4s"):
+                await _publish(bus, exchange, "k", b"refused")
+            assert 3.5 < asyncio.get_running_loop().time() - started < 6
+    finally:
+        await outage.stop()
+
+
 async def test_close_ends_iteration_refuses_use_and_leaves_no_task(broker: Broker) -> None:
     exchange, queue = broker.exchange(), broker.queue()
     before = asyncio.all_tasks()
@@ -442,7 +516,7 @@ def test_urls_are_parsed_as_oslo_messaging_writes_them() -> None:
         "guest",
         "guest",
         "/",
-        100,
+        DEFAULT_PREFETCH,
     )
     t = parse_amqp_url("amqps://u:p@h/%2F?queue=mine&durable=false&max_length=5&timeout=0.5")
     assert (t.port, t.ssl, t.virtualhost, t.queue, t.durable, t.max_length, t.timeout) == (
@@ -536,3 +610,28 @@ async def test_a_delivery_that_is_no_message_is_dropped_and_acknowledged(
         assert "no message" in caplog.text
         await _publish(bus, exchange, "k", b"next")
         assert (await _next(sub)).body == b"next"
+
+
+async def test_a_batch_taken_with_ready_is_acknowledged_by_one_ack(broker: Broker) -> None:
+    exchange, queue = broker.exchange(), broker.queue()
+    async with AmqpBus.from_url(broker.url(queue, prefetch=50)) as bus:
+        sub = await bus.subscribe(exchange=exchange, binding="#")
+        for n in range(20):
+            await _publish(bus, exchange, "k", b"%d" % n)
+        first = await _next(sub)
+        async with asyncio.timeout(5):
+            while sub.pending < 19:
+                await asyncio.sleep(0.01)
+        batch = [first, *sub.ready(100)]
+        assert [m.body for m in batch] == [b"%d" % n for n in range(20)]
+        assert (sub.unacked, sub.acked) == (20, 0)  # all in hand: nothing acknowledged yet
+        await sub.close()  # as a crash before the ack: every one is redelivered
+        sub = await bus.subscribe(exchange=exchange, binding="#")
+        again = [await _next(sub) for _ in range(1)] + sub.ready(100)
+        async with asyncio.timeout(5):
+            while len(again) < 20:
+                again += sub.ready(100) or [await _next(sub)]
+        assert sorted(int(m.body) for m in again) == list(range(20))
+        await sub.ack()  # one basic.ack, multiple
+        assert (sub.unacked, sub.acked) == (0, 20)
+    assert await broker.ready_count(queue) == 0

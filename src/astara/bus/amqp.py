@@ -16,23 +16,35 @@ Invariants:
   ``neutron`` exchange and ours never conflict on redeclare.
   ``?exchange_durable=true`` matches a cloud that sets ``amqp_durable_queues``.
 - ``publish`` waits for the broker's confirm, at most ``timeout`` seconds
-  (connecting included); a broker that is down, unreachable or refusing gives
-  ``BusUnavailableError``, never an endless wait. Messages are persistent.
+  (connecting included); a connection being re-established is waited for
+  within that time (tried again every ``PUBLISH_RETRY`` seconds), so a
+  publish made just after the broker came back is not lost; a broker that
+  stays down, unreachable or refusing gives ``BusUnavailableError``, never an
+  endless wait. Messages are persistent.
 - A subscription is Astara's *own* queue (never oslo's shared
   ``notifications.info``), named by ``?queue=`` (``{exchange}`` is replaced;
   default ``astara-orchestrator.{exchange}``), durable by default so events
   published while the orchestrator is down wait for it; closing a
   subscription cancels its consumer but neither unbinds nor deletes a
   durable queue. ``?durable=false`` gives a transient, auto-delete queue.
-- At most ``prefetch`` messages (default 100) are unacknowledged per
-  subscription: the broker holds back the rest. A message is acknowledged when
-  its consumer asks for the next one (it was handled), or earlier through
-  ``AmqpSubscription.ack()``. A message taken but never acknowledged (crash,
-  close mid-handling, lost connection) is redelivered: at least once.
+- At most ``prefetch`` messages (default 1000) are unacknowledged per
+  subscription: the broker holds back the rest. The messages a consumer took
+  (one ``__anext__``, then a batch of what was already delivered with
+  ``ready``) are acknowledged by ``ack()`` — all at once, one
+  ``basic.ack`` with ``multiple`` on the last delivery tag — or, failing
+  that, when it asks for the next one. A message taken but never
+  acknowledged (crash, close mid-handling, lost connection) is redelivered:
+  at least once.
 - The connection is ``aio_pika.connect_robust``: after a lost connection it
   reconnects every ``reconnect_interval`` seconds and re-declares the
   exchanges, queues, bindings, QoS and consumers of every channel. Deliveries
   buffered from the lost channel are discarded (the broker redelivers them).
+  Once a subscription's channel is restored, its ``restored`` count grows and
+  its ``on_restored`` callbacks are called: what was published while it was
+  gone may never have reached its queue (a transient exchange and its
+  binding do not survive a broker restart; a publisher whose publish failed
+  does not resend), so the consumer must look again at everything (the
+  orchestrator's intake resyncs every router, decision 12).
 - A delivery that cannot become a ``Message`` is logged and acknowledged
   (dropped); bodies are never looked into.
 - ``close()`` closes every subscription, the channels and the connection and
@@ -48,6 +60,7 @@ import contextlib
 import dataclasses
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -60,6 +73,7 @@ from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
+    AbstractRobustChannel,
     AbstractRobustConnection,
 )
 
@@ -76,11 +90,14 @@ log = logging.getLogger(__name__)
 
 SCHEMES = frozenset({"amqp", "amqps", "rabbit"})
 DEFAULT_QUEUE = "astara-orchestrator.{exchange}"
-DEFAULT_PREFETCH = 100
+DEFAULT_PREFETCH = 1000
+"""Deliveries unacknowledged at once: a batch the intake records in one transaction."""
 DEFAULT_TIMEOUT = 5.0
 """Seconds for connecting, and for one publish to be confirmed."""
 DEFAULT_RECONNECT_INTERVAL = 2.0
 """Seconds between two reconnection attempts of a lost connection."""
+PUBLISH_RETRY = 0.2
+"""Seconds between two tries of one publish while the connection is being re-established."""
 CLOSE_TIMEOUT = 5.0
 
 _OPTIONS = frozenset(
@@ -249,17 +266,20 @@ class AmqpSubscription:
         self._exchange = exchange
         self._binding = binding
         self._queue_name = queue_name
-        self._channel: AbstractChannel | None = None
+        self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._pending: deque[tuple[Message, AbstractIncomingMessage]] = deque()
-        self._in_hand: AbstractIncomingMessage | None = None
+        self._in_hand: list[AbstractIncomingMessage] = []
+        """Taken by the consumer, not yet acknowledged, in delivery order."""
         self._wakeup = asyncio.Event()
         self._closed = False
         self._delivered = 0
         self._acked = 0
         self._discarded = 0
         self._max_unacked = 0
+        self._restored = 0
+        self._on_restored: list[Callable[[], object]] = []
 
     @property
     def exchange(self) -> str:
@@ -284,8 +304,8 @@ class AmqpSubscription:
 
     @property
     def unacked(self) -> int:
-        """Deliveries the broker counts as unacknowledged: pending plus the one in hand."""
-        return len(self._pending) + (self._in_hand is not None)
+        """Deliveries the broker counts as unacknowledged: pending plus those in hand."""
+        return len(self._pending) + len(self._in_hand)
 
     @property
     def max_unacked(self) -> int:
@@ -305,13 +325,29 @@ class AmqpSubscription:
         """Deliveries dropped: not convertible to a ``Message``, or stale after a reconnect."""
         return self._discarded
 
+    @property
+    def restored(self) -> int:
+        """Times the channel was lost and restored (queue re-declared, re-bound, consumed again).
+
+        Each is a gap: what was published while it was gone may never reach the queue.
+        """
+        return self._restored
+
+    def on_restored(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` (on the loop) each time the channel is restored; see ``restored``.
+
+        Called once the queue is bound and consumed again, so whatever is
+        published from then on is delivered. An exception is logged, not raised.
+        """
+        self._on_restored.append(callback)
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self.unacked} unacked"
         return f"<AmqpSubscription {self._exchange}:{self._binding} -> {self._queue_name} {state}>"
 
     async def _start(self, connection: AbstractRobustConnection) -> None:
         settings = self._settings
-        self._channel = await connection.channel()
+        self._channel = await _open_channel(connection)
         await self._channel.set_qos(prefetch_count=settings.prefetch)
         exchange = await _declare_exchange(self._channel, self._exchange, settings)
         arguments: dict[str, int | str] = {}
@@ -325,6 +361,25 @@ class AmqpSubscription:
         )
         await self._queue.bind(exchange, routing_key=self._binding)
         self._consumer_tag = await self._queue.consume(self._deliver, no_ack=False)
+        # after aio-pika re-declared the queue, its binding and the consumer on the new channel
+        self._channel.reopen_callbacks.add(self._reopened)
+
+    def _reopened(self, _channel: object) -> None:
+        if self._closed:
+            return
+        self._restored += 1
+        log.warning(
+            "the AMQP channel of %s was lost and is restored (%d so far); what was published "
+            "meanwhile may not have reached it",
+            self._queue_name,
+            self._restored,
+        )
+        for callback in list(self._on_restored):
+            try:
+                callback()
+            except Exception:
+                # Why so broad: a listener's bug must not break aio-pika's reconnection.
+                log.exception("a listener of %s's restoration failed", self._queue_name)
 
     async def _deliver(self, incoming: AbstractIncomingMessage) -> None:
         """aio-pika's consumer callback: buffer the delivery for ``__anext__``."""
@@ -354,40 +409,66 @@ class AmqpSubscription:
         return self
 
     async def __anext__(self) -> Message:
-        """Acknowledge the message in hand (it was handled), then wait for the next one."""
+        """Acknowledge the messages in hand (they were handled), then wait for the next one."""
         await self.ack()
         while True:
             if self._closed:
                 raise StopAsyncIteration
-            while self._pending:
-                message, incoming = self._pending.popleft()
-                if _stale(incoming):
-                    # its channel was lost: the broker redelivers it on the new one
-                    self._discarded += 1
-                    continue
-                self._in_hand = incoming
-                return message
+            taken = self.ready(1)
+            if taken:
+                return taken[0]
             self._wakeup.clear()
             await self._wakeup.wait()
 
-    async def ack(self) -> None:
-        """Acknowledge the message last returned, now; ``__anext__`` does it otherwise. Idempotent.
+    def ready(self, limit: int) -> list[Message]:
+        """Up to ``limit`` deliveries already buffered, taken (in hand) without waiting."""
+        taken: list[Message] = []
+        while self._pending and len(taken) < limit and not self._closed:
+            message, incoming = self._pending.popleft()
+            if _stale(incoming):
+                # its channel was lost: the broker redelivers it on the new one
+                self._discarded += 1
+                continue
+            self._in_hand.append(incoming)
+            taken.append(message)
+        return taken
 
-        A lost channel makes this a no-op: the broker redelivers the message.
+    async def ack(self) -> None:
+        """Acknowledge every message in hand, now; ``__anext__`` does it otherwise. Idempotent.
+
+        One ``basic.ack`` with ``multiple`` on the last delivery tag of the
+        current channel: every earlier delivery on it was either handed out
+        (and is in hand, or was acknowledged) or acknowledged when it was
+        dropped. A lost channel makes this a no-op for its deliveries: the
+        broker redelivers them.
         """
-        incoming, self._in_hand = self._in_hand, None
-        if incoming is None:
+        in_hand, self._in_hand = self._in_hand, []
+        live = [incoming for incoming in in_hand if not _stale(incoming)]
+        if len(live) < len(in_hand):
+            log.info(
+                "could not acknowledge %d messages on %s (their channel was lost); "
+                "the broker redelivers them",
+                len(in_hand) - len(live),
+                self._queue_name,
+            )
+        if not live:
             return
+        last = live[-1]
         try:
-            await incoming.ack()
+            if len(live) == 1:
+                await last.ack()
+            else:
+                # deliveries of one channel only: a reconnect in between made the older stale
+                await last.ack(multiple=True)
         except (*_UNAVAILABLE, aio_pika.exceptions.MessageProcessError) as exc:
             log.info(
-                "could not acknowledge a message on %s (%s); the broker redelivers it",
+                "could not acknowledge %d messages on %s (%s); the broker redelivers them",
+                len(live),
                 self._queue_name,
                 _why(exc),
             )
             return
-        self._acked += 1
+        self._acked += len(live)
 
     async def close(self) -> None:
         """Cancel the consumer and close the channel; unacknowledged messages are redelivered.
@@ -398,7 +479,7 @@ class AmqpSubscription:
             return
         self._closed = True
         self._pending.clear()
-        self._in_hand = None
+        self._in_hand = []
         self._wakeup.set()
         self._bus._forget(self)
         channel, self._channel = self._channel, None
@@ -411,6 +492,23 @@ class AmqpSubscription:
                 await channel.close()
         except _UNAVAILABLE as exc:
             log.info("closing the channel of %s: %s", self._queue_name, exc)
+
+
+async def _open_channel(
+    connection: AbstractRobustConnection, *, publisher_confirms: bool = False
+) -> AbstractRobustChannel:
+    """A new channel; a connection being re-established gives an ``AMQPConnectionError``.
+
+    (aio-pika raises a bare ``RuntimeError`` then, "Connection was not opened".)
+    """
+    if connection.is_closed or not getattr(connection, "transport", True):
+        raise aiormq.exceptions.AMQPConnectionError("the connection is being re-established")
+    try:
+        return await connection.channel(publisher_confirms=publisher_confirms)
+    except RuntimeError as exc:
+        if isinstance(exc, aiormq.exceptions.ChannelInvalidStateError):
+            raise
+        raise aiormq.exceptions.AMQPConnectionError(str(exc)) from exc
 
 
 def _stale(incoming: AbstractIncomingMessage) -> bool:
@@ -475,19 +573,33 @@ class AmqpBus:
             content_encoding="utf-8",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
+        failed: BaseException | None = None  # the last try's error, when the time runs out
         try:
             async with asyncio.timeout(self._settings.timeout):
-                target = await self._exchange(exchange)
-                await target.publish(outgoing, routing_key=routing_key)
+                while True:
+                    try:
+                        target = await self._exchange(exchange)
+                        await target.publish(outgoing, routing_key=routing_key)
+                        break
+                    except aiormq.exceptions.ChannelPreconditionFailed:
+                        raise
+                    except _UNAVAILABLE as exc:  # reconnecting: wait for it, within the timeout
+                        self._exchanges.pop(exchange, None)
+                        self._check_open()
+                        failed = exc
+                        await asyncio.sleep(PUBLISH_RETRY)
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             self._exchanges.pop(exchange, None)
             raise BusError(f"exchange {exchange!r} exists with other properties: {exc}") from exc
         except _UNAVAILABLE as exc:
             self._exchanges.pop(exchange, None)
             self._check_open()
-            raise BusUnavailableError(
-                f"the AMQP broker did not take the message: {_why(exc)}"
-            ) from exc
+            why = (
+                _why(exc) if failed is None else f"{_why(failed)} (for {self._settings.timeout:g}s)"
+            )
+            raise BusUnavailableError(f"the AMQP broker did not take the message: {why}") from (
+                failed or exc
+            )
         self._published += 1
 
     async def subscribe(
@@ -597,7 +709,7 @@ class AmqpBus:
             return found
         connection = await self._connect()
         if self._publisher is None or self._publisher.is_closed:
-            self._publisher = await connection.channel(publisher_confirms=True)
+            self._publisher = await _open_channel(connection, publisher_confirms=True)
             self._exchanges.clear()
         declared = await _declare_exchange(self._publisher, name, self._settings)
         self._exchanges[name] = declared

@@ -14,9 +14,11 @@ second transport is a translation, not a redesign:
   gets every message (fan-out), and when a queue is full its *oldest*
   message is dropped (RabbitMQ's ``x-overflow: drop-head``), never the
   publisher blocked;
-- delivery is at most once and there is no acknowledgement: consumers only
-  learn *which* resource changed and reconcile from the source of truth, so a
-  lost message costs a later reconcile, not correctness.
+- consumers only learn *which* resource changed and reconcile from the
+  source of truth; a consumer says when it is done with what it took
+  (``Subscription.ack``): AMQP then acknowledges, and redelivers what was
+  taken and never acknowledged (at least once); the embedded bus, in one
+  process with its consumer, delivers at most once and ``ack`` does nothing.
 
 Encoding (the oslo.messaging envelope) belongs to ``astara.wire``; the bus
 never looks inside a body.
@@ -89,6 +91,25 @@ class Subscription(Protocol):
 
     async def __anext__(self) -> Message:
         """The next message; waits for one. ``StopAsyncIteration`` once closed."""
+        ...
+
+    def ready(self, limit: int) -> list[Message]:
+        """Up to ``limit`` messages already delivered, taken without waiting (maybe none).
+
+        Like ``__anext__`` they are then in hand, but what was in hand stays
+        unacknowledged: a consumer takes a batch with one ``__anext__`` and
+        ``ready``, handles it, and acknowledges it all with one ``ack``.
+        """
+        ...
+
+    async def ack(self) -> None:
+        """Acknowledge every message taken and not yet acknowledged. Idempotent.
+
+        ``__anext__`` acknowledges what is in hand before it takes the next
+        message; call ``ack`` to acknowledge sooner (after recording what the
+        messages named). A message never acknowledged (crash, close, lost
+        connection) is redelivered by a broker; the embedded bus does nothing.
+        """
         ...
 
     async def close(self) -> None:

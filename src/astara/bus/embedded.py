@@ -124,6 +124,16 @@ class EmbeddedSubscription:
             self._wakeup.clear()
             await self._wakeup.wait()
 
+    def ready(self, limit: int) -> list[Message]:
+        """Up to ``limit`` queued messages, without waiting."""
+        taken: list[Message] = []
+        while self._pending and len(taken) < limit and not self._closed:
+            taken.append(self._pending.popleft())
+        return taken
+
+    async def ack(self) -> None:
+        """Nothing to acknowledge: delivery is at most once, in one process."""
+
     async def close(self) -> None:
         self.detach()
 

@@ -75,11 +75,18 @@ from astara.orchestrator.admin import DEFAULT_PORT as ADMIN_PORT
 from astara.orchestrator.admin import create_admin_app
 from astara.orchestrator.appliance_client import ApplianceClient
 from astara.orchestrator.control_store import ControlStore
+from astara.orchestrator.coordination import (
+    DEFAULT_GROUP,
+    DEFAULT_MEMBERSHIP_TIMEOUT,
+    ToozMembership,
+)
 from astara.orchestrator.health import DEFAULT_PERIOD
 from astara.orchestrator.logcontext import ResourceFilter
 from astara.orchestrator.metadata import DEFAULT_PORT as METADATA_PORT
 from astara.orchestrator.metadata import HttpInstanceLookup, create_metadata_app
 from astara.orchestrator.neutron_reader import neutron_client, noauth_admin_headers
+from astara.orchestrator.ownership import DEFAULT_TTL, LeaseStore, Ownership
+from astara.orchestrator.pending import PendingStore
 from astara.orchestrator.queueing import DEFAULT_CONCURRENCY
 from astara.orchestrator.reconcile import DEFAULT_BOOT_TIMEOUT, DEFAULT_MAX_FAILURES
 from astara.orchestrator.runner import Orchestrator, OrchestratorSettings, netns_present
@@ -237,6 +244,53 @@ def _orchestrator_options() -> argparse.ArgumentParser:
     return opts
 
 
+def _coordination_options(parser: argparse.ArgumentParser) -> None:
+    """Several orchestrators (issue 6): the ring, the leases, one shared agent."""
+    parser.add_argument(
+        "--coordination",
+        default=None,
+        metavar="URL",
+        help="join the orchestrators' tooz group at URL (redis://127.0.0.1:6379; etcd3+http://"
+        " or zookeeper:// too) and reconcile only the routers the hash ring gives this one,"
+        " fenced by leases in --orchestrator-db, which they must share (default: alone, all)",
+    )
+    parser.add_argument(
+        "--member-id", default=None, help="this orchestrator's member id (default hostname-pid)"
+    )
+    parser.add_argument(
+        "--coordination-group",
+        default=DEFAULT_GROUP,
+        help=f"the tooz group of the orchestrators ({DEFAULT_GROUP})",
+    )
+    parser.add_argument(
+        "--membership-timeout",
+        type=float,
+        default=DEFAULT_MEMBERSHIP_TIMEOUT,
+        help="seconds of silence after which a member is dropped from the ring"
+        f" ({DEFAULT_MEMBERSHIP_TIMEOUT:.0f}; Redis; etcd and ZooKeeper: ?timeout= in the URL)",
+    )
+    parser.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=DEFAULT_TTL,
+        help=f"seconds a router's lease lasts after its last renewal ({DEFAULT_TTL:.0f})",
+    )
+    parser.add_argument(
+        "--agent-socket",
+        type=Path,
+        default=None,
+        help="use the appliance agent already serving this control socket (several"
+        " orchestrators on one host share one; not started or stopped here)"
+        " instead of starting one in --state-dir",
+    )
+    parser.add_argument(
+        "--agent-token-file",
+        type=Path,
+        default=None,
+        help="the token of the agent of --agent-socket (default: 'token' next to the socket)",
+    )
+
+
 def register(parts: Any) -> None:
     common = _common()
     orchestrator = _orchestrator_options()
@@ -285,6 +339,7 @@ def register(parts: Any) -> None:
         " for N processes on one host, each with its own --state-dir, --admin-port,"
         " --metadata-port and ?queue= (default 0/1: all of them)",
     )
+    _coordination_options(alone)
     alone.set_defaults(handler=_up, serve_network=False)
     down = parts.add_parser(
         "down", parents=[common], help="remove the appliances, bridges and state of astara up"
@@ -313,6 +368,7 @@ class AgentProcess:
         self.layout = layout
         self.proc: subprocess.Popen[bytes] | None = None
         self.control = AgentControl(layout.control)
+        self.token_file = layout.token
         self.restarts = 0
 
     def _argv(self) -> list[str]:
@@ -393,6 +449,65 @@ class AgentProcess:
         self.proc = None
 
 
+class ExternalAgent:
+    """An agent someone else runs (``--agent-socket``): never started or stopped here.
+
+    ``supervise`` re-adopts every appliance when the socket is made anew (the agent
+    restarted, serving nothing), as ``AgentProcess`` does for its own.
+    """
+
+    def __init__(self, socket: Path, token_file: Path) -> None:
+        self.socket = socket
+        self.token_file = token_file
+        self.control = AgentControl(socket)
+        self.restarts = 0
+
+    def _inode(self) -> int | None:
+        try:
+            return self.socket.stat().st_ino
+        except OSError:
+            return None
+
+    def check(self) -> None:
+        """SystemExit unless the socket and the token are there."""
+        if self._inode() is None:
+            raise SystemExit(f"astara: no appliance agent at {self.socket} (--agent-socket)")
+        if not self.token_file.is_file():
+            raise SystemExit(f"astara: no agent token at {self.token_file} (--agent-token-file)")
+
+    async def supervise(self, readopt: Callable[[], Awaitable[object]]) -> None:
+        """Re-adopt when the agent's socket is new (it restarted); runs until cancelled."""
+        seen = self._inode()
+        while True:
+            await asyncio.sleep(SUPERVISE_PERIOD)
+            now = self._inode()
+            if now is None or now == seen:
+                continue
+            seen = now
+            self.restarts += 1
+            log.warning("the appliance agent at %s restarted: re-adopting", self.socket)
+            try:
+                await readopt()
+            except Exception:
+                log.exception("re-adopting the appliances failed; the reconciles will retry")
+
+    def stop(self) -> None:
+        return None
+
+
+@contextlib.contextmanager
+def _agent_for(args: argparse.Namespace, layout: Layout) -> Iterator[AgentProcess | ExternalAgent]:
+    """The agent of ``--agent-socket`` if given, else one started in the state directory."""
+    socket = getattr(args, "agent_socket", None)
+    if socket is None:
+        with _agent(layout) as agent:
+            yield agent
+        return
+    external = ExternalAgent(socket, args.agent_token_file or socket.parent / "token")
+    external.check()
+    yield external
+
+
 @contextlib.contextmanager
 def _agent(layout: Layout) -> Iterator[AgentProcess]:
     """The agent, running for the block; ended by its pid after."""
@@ -431,7 +546,11 @@ async def _management_bridge(provider: NetnsProvider) -> None:
     """The management bridge with the host's address, as the provider makes it (idempotent)."""
     bridge = provider.mgmt_bridge
     if not Path("/sys/class/net", bridge).exists():
-        await _ip("link", "add", bridge, "type", "bridge")
+        try:
+            await _ip("link", "add", bridge, "type", "bridge")
+        except RuntimeError:
+            if not Path("/sys/class/net", bridge).exists():
+                raise  # else another orchestrator of this host made it meanwhile
     await _ip("link", "set", bridge, "up")
     await _ip("-6", "addr", "replace", str(provider.host_address), "dev", bridge, "nodad")
 
@@ -487,9 +606,12 @@ def _bus(url: str) -> Bus:
         raise SystemExit(f"astara: --bus-url: {exc}") from None
 
 
-async def _run_up(args: argparse.Namespace, layout: Layout, agent: AgentProcess) -> None:
+async def _run_up(
+    args: argparse.Namespace, layout: Layout, agent: AgentProcess | ExternalAgent
+) -> None:
     """``up`` (network API, orchestrator, agent) or ``orchestrator`` (no network API)."""
     control = _control_store(args.orchestrator_db or f"sqlite:///{layout.orchestrator_db}")
+    pending = PendingStore(control.url)  # issue 6: acknowledged once recorded there
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -508,7 +630,8 @@ async def _run_up(args: argparse.Namespace, layout: Layout, agent: AgentProcess)
         url = f"http://{args.host}:{args.port}"
     else:
         url = args.network_url.rstrip("/")
-    appliance = ApplianceClient(token=layout.token.read_text().strip())
+    appliance = ApplianceClient(token=agent.token_file.read_text().strip())
+    ownership = _ownership(args, control.url)
     metadata_client = neutron_client(url=url, headers=noauth_admin_headers())
     try:
         async with contextlib.AsyncExitStack() as stack:
@@ -529,9 +652,12 @@ async def _run_up(args: argparse.Namespace, layout: Layout, agent: AgentProcess)
                 appliance=appliance,
                 presence=netns_present,
                 control=control,
+                pending=pending,
                 settings=_settings(args, provider),
                 adopt=provider.adopt,
+                ownership=ownership,
             )
+            await _join(ownership, args)
             if args.metadata_port:
                 metadata = await _serve_metadata(
                     stack, args.metadata_port, provider, orchestrator, metadata_client
@@ -549,6 +675,8 @@ async def _run_up(args: argparse.Namespace, layout: Layout, agent: AgentProcess)
         if service is not None:
             service.db.close()
         control.close()
+        pending.close()
+        _close_leases(ownership)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     print("stopped", flush=True)
@@ -570,7 +698,51 @@ def _settings(args: argparse.Namespace, provider: NetnsProvider) -> Orchestrator
     )
 
 
-async def _run_until(stop: asyncio.Event, orchestrator: Orchestrator, agent: AgentProcess) -> None:
+def _ownership(args: argparse.Namespace, db_url: str) -> Ownership | None:
+    """The ring and the leases with ``--coordination``; None: this orchestrator owns all."""
+    url = getattr(args, "coordination", None)
+    if url is None:
+        return None
+    if args.shard != (0, 1):
+        raise SystemExit("astara: --shard and --coordination do not go together")
+    try:
+        membership = ToozMembership(
+            url,
+            member_id=args.member_id,
+            group=args.coordination_group,
+            timeout=args.membership_timeout,
+        )
+        leases = LeaseStore(db_url, member=membership.member_id, ttl=args.lease_ttl)
+    except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        raise SystemExit(f"astara: --coordination {url}: {exc}") from None
+    return Ownership(membership=membership, leases=leases)
+
+
+def _close_leases(ownership: Ownership | None) -> None:
+    if ownership is not None:
+        ownership.leases.close()
+
+
+async def _join(ownership: Ownership | None, args: argparse.Namespace) -> None:
+    """Join the group now, so that an unreachable backend stops the start with its reason."""
+    if ownership is None:
+        return
+    try:
+        await ownership.start()
+    except Exception as exc:  # noqa: BLE001 - tooz raises many kinds: all mean the same here
+        raise SystemExit(
+            f"astara: cannot join the coordination group at {_redacted(args.coordination)}: {exc}"
+        ) from None
+    print(
+        f"coordination   {_redacted(args.coordination)} group {args.coordination_group}"
+        f" as {ownership.member_id} (leases in the orchestrator database)",
+        flush=True,
+    )
+
+
+async def _run_until(
+    stop: asyncio.Event, orchestrator: Orchestrator, agent: AgentProcess | ExternalAgent
+) -> None:
     """Run the orchestrator, the agent's supervisor with it, until ``stop`` (or it ends)."""
     running = asyncio.create_task(orchestrator.run(), name="orchestrator")
     supervising = asyncio.create_task(
@@ -690,7 +862,7 @@ def _up(args: argparse.Namespace) -> int:
     layout = Layout(args.state_dir)
     layout.root.mkdir(mode=0o755, parents=True, exist_ok=True)
     layout.root.chmod(0o755)
-    with _agent(layout) as agent:
+    with _agent_for(args, layout) as agent:
         asyncio.run(_run_up(args, layout, agent))
     return 0
 

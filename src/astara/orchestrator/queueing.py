@@ -53,8 +53,9 @@ so every process, on every host and Python version, agrees where a key
 belongs, and each key is reconciled by exactly one process. One shard (the
 default) keeps everything. Changing N moves most keys to another shard, so
 all processes restart together and their startup sweeps take over; moving
-few keys when processes come and go is what the coordinator's hash ring is
-for (DESIGN), later.
+few keys when processes come and go is what the hash ring is for
+(``coordination.py``, ``ownership.Ownership``: the same ``keeps``/``wrap``,
+fenced by leases; ``claims`` is what the pending poll asks).
 """
 
 from __future__ import annotations
@@ -340,6 +341,11 @@ class ShardFilter:
     def keeps(self, key: ResourceKey) -> bool:
         """Whether this process reconciles ``key``."""
         return self.shards == 1 or shard_of(key, self.shards) == self.index
+
+    def claims(self, key: ResourceKey) -> bool:
+        """Whether ``key`` is this process's to take: here, the keys it keeps (with a hash
+        ring, ``ownership.Ownership.claims``, also those whose lease is not held yet)."""
+        return self.keeps(key)
 
     def wrap(self, enqueue: Callable[[ResourceKey], None]) -> Callable[[ResourceKey], None]:
         """An ``enqueue`` for the intake that passes on only the keys this process keeps."""

@@ -53,6 +53,11 @@ retried. Reaching ACTIVE or GONE clears the record. A failed action keeps
 the state it was tried from; a ``failure`` decision whose action succeeded
 moves on. A deleted router publishes no status (its row is gone) and is
 dropped from the store once GONE.
+
+Fencing (several orchestrators): before carrying out BOOT, CONFIGURE,
+REPLUG, REBUILD or STOP the reconciler asks ``fence(router_id)``; False
+(the router's lease is no longer this orchestrator's) raises ``LeaseLost``:
+the action is not taken, nothing is stored, published or requeued.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -87,8 +92,10 @@ from astara.orchestrator.journal import Journal
 from astara.orchestrator.neutron_reader import (
     GATEWAY_OWNERS,
     INTERFACE_OWNERS,
+    SUBNETS_PER_REQUEST,
     NetworkResponseError,
     NetworkUnavailableError,
+    neutron_get,
 )
 from astara.orchestrator.resolution import ResourceKey
 from astara.orchestrator.router_driver import IPAddress, Management, build_config
@@ -113,6 +120,7 @@ __all__ = [
     "ApplianceAPI",
     "HttpNetworkSegments",
     "HttpStatusSink",
+    "LeaseLost",
     "MemoryStateStore",
     "NetworkSegments",
     "RouterReconciler",
@@ -335,8 +343,12 @@ class RouterReconciler:
         journal: Journal | None = None,
         asn: int | None = None,
         neighbor_asn: int | None = None,
+        fence: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self._journal = journal
+        #: asked before every action that changes something (several orchestrators: the
+        #: router's lease is still this one's, ``ownership.Ownership.fence``); None: always
+        self._fence = fence
         self._reader = reader
         self._provider = provider
         self._appliance = appliance
@@ -389,6 +401,10 @@ class RouterReconciler:
                 decision = await self._configure_replugged(key, remembered, replug, seen, started)
                 if decision is not replug:
                     journal_from = replug.next_state
+        except LeaseLost as exc:  # another orchestrator owns it now: nothing done, no retry
+            log.warning("router %s: %s", key.id, exc)
+            self._journal_step(key, journal_from, decision, started, str(exc))
+            return decision
         except Exception as exc:  # noqa: BLE001 - every failure is retried on the backoff
             await self._failed(key, remembered, _reason(exc), deleted=deleted)
             self._journal_step(key, journal_from, decision, started, _reason(exc))
@@ -699,6 +715,8 @@ class RouterReconciler:
 
         Returns what the appliance answered a CONFIGURE with (None for the others).
         """
+        if action in _FENCED and self._fence is not None and not await self._fence(router_id):
+            raise LeaseLost(f"lease lost: {action.value} not taken")
         if action is Action.BOOT:
             await self._provider.boot(router_id=router_id, ports=await self._specs(seen.ports))
         elif action is Action.CONFIGURE:
@@ -730,6 +748,14 @@ class RouterReconciler:
         return ports_of(ports, segments)
 
 
+class LeaseLost(Exception):  # noqa: N818 - a state, not a mistake
+    """The router's lease is no longer this orchestrator's: the action was not taken."""
+
+
+_FENCED = frozenset({Action.BOOT, Action.CONFIGURE, Action.REPLUG, Action.REBUILD, Action.STOP})
+"""Actions taken only while the fence holds."""
+
+
 def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -757,15 +783,26 @@ class HttpStatusSink:
     The client must carry admin credentials (``noauth_admin_headers()`` or an
     admin token). Neutron has no field for the reason: it is logged. A router
     deleted meanwhile (404) is not an error.
+
+    A real Neutron has no place for the status Astara keeps: ``status`` is a
+    read-only attribute of its routers, and a PUT of it is refused with 400
+    ("Cannot update read-only attribute status"). The first 400 says so for
+    every router: it is logged once, at INFO, and the sink writes nothing
+    more (``writes_status`` turns False); the status stays readable through
+    the orchestrator's admin API. Any other refusal is raised as before.
     """
 
     def __init__(self, *, client: httpx.AsyncClient) -> None:
         self._client = client
+        self.writes_status = True
+        """False once the network API refused a status write with 400: no more are tried."""
 
     async def __call__(self, router_id: str, status: ApiStatus, reason: str) -> None:
         path = f"/v2.0/routers/{router_id}"
         if reason:
             log.warning("router %s is %s: %s", router_id, status, reason)
+        if not self.writes_status:
+            return
         try:
             response = await self._client.put(path, json={"router": {"status": status}})
         except httpx.TransportError as exc:
@@ -775,12 +812,37 @@ class HttpStatusSink:
             return
         if code >= 500 or code == 429:
             raise NetworkUnavailableError(f"PUT {path}: the network API answered {code}")
+        if code == 400:
+            if self.writes_status:
+                self.writes_status = False
+                log.info(
+                    "the network API keeps no router status (a PUT of it answered 400: %s):"
+                    " router statuses are not written there; the orchestrator's admin API"
+                    " shows them",
+                    _neutron_message(response),
+                )
+            return
         if code != 200:
             raise NetworkResponseError(f"PUT {path}: answered {code}: {response.text[:200]}")
 
 
+def _neutron_message(response: httpx.Response) -> str:
+    """The ``NeutronError`` message of an error answer, else its first 200 characters."""
+    try:
+        message = response.json()["NeutronError"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200]
+    return str(message)[:200]
+
+
 class HttpNetworkSegments:
-    """``NetworkSegments`` over Neutron's API: ``GET /v2.0/networks?id=...`` as admin."""
+    """``NetworkSegments`` over Neutron's API: ``GET /v2.0/networks?id=...`` as admin.
+
+    A network's segment is its ``provider:*`` attributes; a network of several
+    segments (Neutron's ``segments`` list, without ``provider:*``) is taken by
+    its first segment whose type the fabric knows. Without admin credentials
+    Neutron shows neither: the network is ``local``.
+    """
 
     def __init__(self, *, client: httpx.AsyncClient) -> None:
         self._client = client
@@ -789,29 +851,48 @@ class HttpNetworkSegments:
         wanted = sorted(set(network_ids))
         if not wanted:
             return {}
-        try:
-            response = await self._client.get("/v2.0/networks", params=[("id", i) for i in wanted])
-        except httpx.TransportError as exc:
-            raise NetworkUnavailableError(f"GET /v2.0/networks: no answer: {exc!r}") from exc
-        if response.status_code != 200:
-            raise NetworkUnavailableError(
-                f"GET /v2.0/networks: the network API answered {response.status_code}"
+        found: dict[str, Segment] = {}
+        for start in range(0, len(wanted), SUBNETS_PER_REQUEST):
+            chunk = wanted[start : start + SUBNETS_PER_REQUEST]
+            response = await neutron_get(
+                self._client, "/v2.0/networks", tuple(("id", i) for i in chunk)
             )
-        body = response.json()
-        networks = body.get("networks") if isinstance(body, dict) else None
-        if not isinstance(networks, list):
-            raise NetworkResponseError('GET /v2.0/networks: the answer has no "networks" list')
-        return {
-            n["id"]: _segment(n) for n in networks if isinstance(n, dict) and n.get("id") in wanted
-        }
+            try:
+                body = response.json()
+            except ValueError as exc:
+                raise NetworkResponseError("GET /v2.0/networks: the answer is not JSON") from exc
+            networks = body.get("networks") if isinstance(body, dict) else None
+            if not isinstance(networks, list):
+                raise NetworkResponseError('GET /v2.0/networks: the answer has no "networks" list')
+            found |= {
+                n["id"]: _segment(n)
+                for n in networks
+                if isinstance(n, dict) and n.get("id") in wanted
+            }
+        return found
+
+
+#: the segment types the fabric carries, as Neutron names them
+_FABRIC_TYPES = ("flat", "vlan", "vxlan", "local")
 
 
 def _segment(network: Mapping[str, Any]) -> Segment:
-    segmentation = network.get("provider:segmentation_id")
     mtu = network.get("mtu")
+    provider: Mapping[str, Any] = network
+    multi = network.get("segments")
+    if not network.get("provider:network_type") and isinstance(multi, list) and multi:
+        usable = [s for s in multi if isinstance(s, dict)]
+        known = [s for s in usable if s.get("provider:network_type") in _FABRIC_TYPES]
+        provider = (known or usable or [{}])[0]
+    segmentation = provider.get("provider:segmentation_id")
+    physnet = provider.get("provider:physical_network")
     return Segment(
-        network_type=str(network.get("provider:network_type") or "local"),
-        segmentation_id=segmentation if isinstance(segmentation, int) else None,
-        physical_network=network.get("provider:physical_network") or None,
+        network_type=str(provider.get("provider:network_type") or "local"),
+        segmentation_id=(
+            segmentation
+            if isinstance(segmentation, int) and not isinstance(segmentation, bool)
+            else None
+        ),
+        physical_network=physnet if isinstance(physnet, str) and physnet else None,
         mtu=mtu if isinstance(mtu, int) and not isinstance(mtu, bool) else None,
     )

@@ -11,6 +11,16 @@ Invariants:
 
 - The intake subscribes before the startup sweep reads, so a change made
   while the sweep runs is either read by it or delivered as a notification.
+- With a pending store (``pending``, issue 6), the intake records every
+  router a batch of notifications names (kept here or not: another process
+  may keep it) before it acknowledges the batch; at start the routers still
+  pending that this process keeps are enqueued before the sweep, and
+  ``PendingRouters`` looks every 0.2 s for rows other orchestrators
+  recorded. A reconcile that ends with no failure counted deletes the rows
+  seen before it started (``pending.py``).
+- Notifications lost on the way (the bus overflowed, or its connection was
+  lost and is restored: the intake's ``on_overflow``) make every router be
+  enqueued again (``_resync``, as ``poll``), retried until the API answers.
 - The startup sweep enqueues every router ``GET /v2.0/routers`` lists (as
   admin) and every instance ``provider.list()`` finds (of this process's
   shard: with ``shards`` > 1 each process adopts and reconciles only its own), so instances whose
@@ -20,6 +30,15 @@ Invariants:
   is called on it, so an appliance left running by a previous process is
   served again instead of being rebuilt. The sweep retries while the network
   API does not answer.
+- With ``ownership`` (several orchestrators on a hash ring, issue 6;
+  ``ownership.py``), a router is kept only while the ring gives it to this
+  member AND its lease is held: there is no startup sweep of its own; the
+  ring's first rebalance and every later one claims the routers the ring
+  gives this member (``_candidates``), and each router whose lease is
+  acquired has its appliance adopted (never rebuilt) and is enqueued
+  (``_took``). A reconcile of a router no longer kept does nothing; the
+  reconciler asks ``ownership.fence`` before every action; a router that
+  ends GONE has its lease deleted; ``close`` releases every lease.
 - Requeues are ``loop.call_later`` timers owned here, one per key (the sooner
   one wins); ``close`` cancels every one of them.
 - ``management(router_id)`` answers from a cache filled before and after
@@ -64,7 +83,7 @@ import httpx
 
 from astara.bus.base import Bus
 from astara.domain.breaker import CircuitBreaker
-from astara.domain.lifecycle import Action, Decision
+from astara.domain.lifecycle import Action, Decision, State
 from astara.orchestrator.appliance_client import Address, ApplianceClient
 from astara.orchestrator.control_store import ControlStore
 from astara.orchestrator.health import DEFAULT_PERIOD, HealthMonitor
@@ -78,6 +97,8 @@ from astara.orchestrator.neutron_reader import (
     noauth_admin_headers,
 )
 from astara.orchestrator.operations import Operations, noting
+from astara.orchestrator.ownership import Ownership
+from astara.orchestrator.pending import PendingRouters, PendingStore
 from astara.orchestrator.queueing import DEFAULT_CONCURRENCY, ShardFilter, WorkQueue
 from astara.orchestrator.reconcile import (
     DEFAULT_BOOT_TIMEOUT,
@@ -208,6 +229,8 @@ class Orchestrator:
         presence: Callable[[], Collection[str]] | None = None,
         journal: Journal | None = None,
         control: ControlStore | None = None,
+        pending: PendingStore | None = None,
+        ownership: Ownership | None = None,
     ) -> None:
         self.settings = settings or OrchestratorSettings()
         self.journal = journal if journal is not None else Journal()
@@ -231,6 +254,7 @@ class Orchestrator:
         self._running = False
         self._sweep_task: asyncio.Task[None] | None = None
         self._resync_task: asyncio.Task[None] | None = None
+        self._resync_again = False
         breaker: CircuitBreaker[ResourceKey] = CircuitBreaker(
             window_seconds=self.settings.breaker_window
         )
@@ -252,10 +276,33 @@ class Orchestrator:
             orchestrator=self.settings.metadata,
             asn=self.settings.asn,
             neighbor_asn=self.settings.neighbor_asn,
+            fence=ownership.fence if ownership is not None else None,
         )
         self.queue = WorkQueue(reconcile=self._reconcile, concurrency=self.settings.concurrency)
-        self._shard = ShardFilter(index=self.settings.shard_index, shards=self.settings.shards)
+        # several orchestrators (issue 6): the hash ring and fenced leases decide what is kept
+        self._ownership = ownership
+        self._swept = False
+        self._shard: ShardFilter | Ownership = (
+            ownership
+            if ownership is not None
+            else ShardFilter(index=self.settings.shard_index, shards=self.settings.shards)
+        )
+        if ownership is not None:
+            ownership.bind(
+                acquired=self._took,
+                busy=lambda r: ResourceKey.router(r) in self.queue.running,
+                candidates=self._candidates,
+            )
+            self.metrics.registry.register(ownership.collector())
         self._enqueue = self._shard.wrap(noting(self.journal, self.queue.enqueue))
+        # issue 6: notifications are acknowledged once their routers are pending in ``pending``
+        self.pending = (
+            # ``claims``: with a ring, also the routers whose lease is not held yet (the
+            # enqueue acquires it first)
+            PendingRouters(pending, keeps=self._shard.claims, enqueue=self._enqueue)
+            if pending is not None
+            else None
+        )
         self.intake = Intake(
             bus=bus,
             reader=HttpNetworkReader(client=self._client),
@@ -263,6 +310,7 @@ class Orchestrator:
             # a lambda: ``operations`` is made below, once the health monitor exists
             on_event=lambda event_type, keys: self.operations.on_event(event_type, keys),  # noqa: PLW0108
             on_overflow=self._resync,
+            record=self.pending.record if self.pending is not None else None,
         )
         self.health = HealthMonitor(
             client=appliance,
@@ -329,17 +377,33 @@ class Orchestrator:
         if key.kind is not ResourceKind.ROUTER:
             log.debug("no reconciler for %s", key)
             return
+        if self._ownership is not None and not self._ownership.keeps(key):
+            return  # handed over (or lost) since it was enqueued: another member's now
+        # the pending rows this reconcile covers: those seen before it reads anything
+        upto = self.pending.started(key) if self.pending is not None else None
         with about(key.id):  # log lines of this reconcile carry the router id
             if not await self.operations.admit(key):  # held (debug mode), or rebuild failed
                 return
             if key.id not in self._managements:
                 await self._learn(key.id)
             decision: Decision | None = None
+            failures = await self._failures(key) if upto is not None else 0
             try:
                 decision = await self.reconciler.step(key)
             finally:
                 if decision is None or decision.action in _CHANGES_INSTANCE:
                     await self._learn(key.id)
+            gone = decision is not None and decision.next_state is State.GONE
+            if self._ownership is not None and gone:  # deleted, destroyed: no lease to keep
+                await self._ownership.forget(key.id)
+            covered = upto is not None and decision is not None
+            if covered and self.pending is not None and await self._failures(key) <= failures:
+                self.pending.finished(key, upto)  # no failure counted: its rows can go
+
+    async def _failures(self, key: ResourceKey) -> int:
+        """The router's consecutive failures, as the reconciler counts them."""
+        state = await self.reconciler.store.get(key)
+        return state.failures.failures if state is not None else 0
 
     async def _learn(self, router_id: str) -> None:
         """Refresh what is known of the router's instance (management, health target)."""
@@ -414,6 +478,8 @@ class Orchestrator:
 
     async def _sweep(self) -> None:
         """Adopt every instance, then enqueue every router and instance; see the module."""
+        if self._ownership is not None:
+            return  # the ring's first rebalance does it: ``_candidates``, then ``_took``
         delay = SWEEP_RETRY
         while True:
             try:
@@ -440,22 +506,62 @@ class Orchestrator:
         for key in sorted(keys, key=str):
             self._enqueue(key)
 
+    async def _candidates(self) -> set[str]:
+        """Every router the ring may give this member: the network API's and, the first time
+        (the startup sweep), every instance's (one whose router is gone is destroyed)."""
+        ids = set(await self._router_ids())
+        if not self._swept:
+            ids |= {i.router_id for i in await self._provider.list()}
+            self._swept = True
+        return ids
+
+    async def _took(self, router_ids: list[str]) -> None:
+        """Routers whose leases this member just acquired: their appliance (if any) adopted,
+        never rebuilt, then each enqueued (the reconcile reads the desired state, so it covers
+        what the previous owner left pending or in flight)."""
+        limit = asyncio.Semaphore(ADOPT_CONCURRENCY)
+
+        async def take(router_id: str) -> None:
+            async with limit:
+                try:
+                    instance = await self._provider.get(router_id=router_id)
+                except Exception as exc:  # noqa: BLE001 - the reconcile reads it again
+                    log.info("router %s: the instance could not be read: %s", router_id, exc)
+                    instance = None
+                if instance is not None:
+                    await self._adopt_all([instance])
+            self._enqueue(ResourceKey.router(router_id))
+
+        await asyncio.gather(*(take(router_id) for router_id in router_ids))
+
     def _resync(self) -> None:
-        """Notifications were lost (the bus overflowed): enqueue every router, as ``poll``
-        does, in a task of its own (one at a time; a resync asked meanwhile is covered)."""
-        if self._closing or (self._resync_task is not None and not self._resync_task.done()):
+        """Notifications were lost (the bus overflowed, or its connection was lost and is back):
+        enqueue every router, as ``poll`` does, in a task of its own; one at a time, and a
+        resync asked while one runs runs again after it (that one may have read too early)."""
+        if self._closing:
             return
+        if self._resync_task is not None and not self._resync_task.done():
+            self._resync_again = True
+            return
+        self._resync_again = False
         self._resync_task = asyncio.get_running_loop().create_task(
             self._resync_all(), name="resync"
         )
 
     async def _resync_all(self) -> None:
-        try:
-            count = await self.operations.poll()
-        except Exception as exc:  # noqa: BLE001 - the next overflow or restart sweeps again
-            log.warning("resync after lost notifications failed: %s", exc)
-        else:
+        delay = SWEEP_RETRY
+        while not self._closing:
+            self._resync_again = False
+            try:
+                count = await self.operations.poll()
+            except Exception as exc:  # noqa: BLE001 - retried: what was lost is not known otherwise
+                log.warning("resync after lost notifications: %s; retrying in %.0fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_SWEEP_RETRY)
+                continue
             log.info("resync after lost notifications: %d routers enqueued", count)
+            if not self._resync_again:
+                return
 
     def _mine(self, instances: Collection[Instance]) -> list[Instance]:
         """The instances of this process's shard: another shard's are its own to adopt."""
@@ -503,11 +609,20 @@ class Orchestrator:
             if self._closing:
                 return
             await self.intake.open()  # before the sweep reads: nothing falls in between
+            if self.pending is not None:  # what was pending at the last stop, first
+                try:
+                    await self.pending.look()
+                except Exception as exc:  # noqa: BLE001 - its run looks again
+                    log.warning("the pending routers could not be read: %s", exc)
             self._sweep_task = asyncio.create_task(self._sweep(), name="startup-sweep")
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.queue.run(), name="work-queue")
                 group.create_task(self.intake.run(), name="intake")
                 group.create_task(self.health.run(), name="health")
+                if self._ownership is not None:
+                    group.create_task(self._ownership.run(), name="ownership")
+                if self.pending is not None:
+                    group.create_task(self.pending.run(), name="pending")
                 if self._presence is not None:
                     group.create_task(self._watch_presence(self._presence), name="presence")
                 group.create_task(_quiet(self._sweep_task), name="sweep-waiter")
@@ -536,6 +651,10 @@ class Orchestrator:
             log.warning("reconciles still running after %.0fs: cancelled", DRAIN_TIMEOUT)
             await self.queue.close(drain=False)
         self._cancel_timers()
+        if self._ownership is not None:  # after the drain: leave the ring, release every lease
+            await self._ownership.close()
+        if self.pending is not None:  # after the drain: what it reconciled is deleted
+            self.pending.close()
         if self._running:
             await self._stopped.wait()
         else:

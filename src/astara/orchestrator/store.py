@@ -68,4 +68,8 @@ def open_engine(url: str) -> Engine:
 
 def _import_tables() -> None:
     """Import the modules that declare tables on ``metadata`` (each once)."""
-    from astara.orchestrator import control_store  # noqa: F401
+    from astara.orchestrator import (
+        control_store,  # noqa: F401
+        ownership,  # noqa: F401
+        pending,  # noqa: F401
+    )

@@ -311,7 +311,11 @@ class NetnsProvider:
             return  # as wanted: one read, no lock (every boot and adoption passes here)
         async with self._bridge_lock:
             if await _links(None, self.mgmt_bridge) is None:
-                await _ip("link", "add", self.mgmt_bridge, "type", "bridge")
+                try:
+                    await _ip("link", "add", self.mgmt_bridge, "type", "bridge")
+                except ProviderTemporaryError:
+                    if await _links(None, self.mgmt_bridge) is None:
+                        raise  # else another orchestrator of this host made it meanwhile
             await _ip("link", "set", self.mgmt_bridge, "up")
             await _ip(
                 "-6", "addr", "replace", str(self.host_address), "dev", self.mgmt_bridge, "nodad"
