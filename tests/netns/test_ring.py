@@ -12,9 +12,8 @@ not there.
 - 300 routers: each leased by exactly one live member, all ACTIVE.
 - A batch of new routers, and at once one orchestrator SIGKILLed: within
   5 s of the survivors noticing (tooz's membership timeout, 3 s), every
-  router is leased by a survivor; within ``CONVERGED`` (15 s: 300 routers on
-  2 cores; the 5 s target is bench/ring.py's figure) every one is ACTIVE with
-  its configuration saved by the agent; no namespace was made twice
+  router is leased by a survivor; within ``CONVERGED`` (5 s, the issue's
+  target) every one is ACTIVE with its configuration saved by the agent; no namespace was made twice
   (its inode never changes), none leaked, none rebuilt or stopped.
 - The killed one started again: the ring rebalances, it leases its share
   again, nothing is rebuilt (inodes unchanged).
@@ -72,9 +71,9 @@ BATCH = 30
 MEMBERSHIP_TIMEOUT = 3.0
 TAKEOVER = 5.0
 """Seconds after the survivors noticed the death by which all must be owned and ACTIVE."""
-CONVERGED = float(os.environ.get("ASTARA_RING_CONVERGED", "15"))
-"""Seconds after detection by which all must also be converged: 300 routers on this 2-core VM
-take ~10 s (the issue's target is 5 s: bench/ring.py reports it)."""
+CONVERGED = float(os.environ.get("ASTARA_RING_CONVERGED", "5"))
+"""Seconds after detection by which all must also be converged (the issue's target; on this
+2-core VM ~2 s on a quiet machine, up to ~16 s when other heavy tests run beside it)."""
 NETNS_DIR = Path("/run/netns")
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*members: ", re.MULTILINE)
 

@@ -7,7 +7,9 @@ network's bridge, taking its address by DHCP, or configuring the port's
 fixed address itself (``--fixed-ip``). This module owns the wiring only: it
 reads the network, subnets and port over HTTP (``netclient``), builds the
 fabric for the embedded default, and turns outcomes into output and exit
-codes.
+codes. The network API may be ``astara network-api`` or a real Neutron (no-auth):
+Neutron binds no port to this host (no L2 agent), so the port stays DOWN, which
+does not matter: the namespace is plugged by the fabric, not by Neutron.
 
 The embedded default fabric: links and namespaces prefixed ``astara-``
 (``--fabric-prefix``), VXLAN networks on a loopback underlay (``--vxlan-local``,
@@ -121,7 +123,17 @@ def _view(state: ServerState) -> Resource:
 
 # -- create --------------------------------------------------------------------------
 def network_spec(network: Resource) -> NetworkSpec:
-    """The fabric's view of a network resource (``provider:*`` and ``mtu``)."""
+    """The fabric's view of a network resource (``provider:*`` and ``mtu``).
+
+    Neutron (and the network API) show ``provider:*`` to admins only: a
+    network seen without them cannot be plugged, and is refused rather than
+    taken for a ``local`` one (which would leave the server cut off).
+    """
+    if "provider:network_type" not in network:
+        raise CommandError(
+            f"network {network['id']} is shown without its segmentation (provider:network_type,"
+            " visible to admins only): run astara server without --project, or as an admin"
+        )
     kind = network.get("provider:network_type") or "local"
     try:
         NetworkType(kind)
