@@ -9,8 +9,12 @@ owns which router, fenced by a lease with an epoch (``ownership``).
 Invariants:
 
 - Every table of the orchestrator is declared on ``metadata``, in the module
-  that uses it; ``open_engine`` brings the schema up to date before anything
-  reads it.
+  that uses it, and made by an Alembic migration (``migrations/versions``;
+  version table ``astara_orchestrator_version``, so that the network API may
+  share the database); ``open_engine`` brings the schema up to date before
+  anything reads it. Several orchestrators starting at once migrate one
+  after the other (a PostgreSQL advisory lock; a lock file beside a SQLite
+  file). A test checks that the migrations give what ``metadata`` declares.
 - SQLite runs in WAL mode with a busy timeout, so that readers never wait for
   the writer and two processes sharing a file wait for each other instead of
   failing at once; connections may be used from worker threads.
@@ -18,19 +22,27 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["metadata", "open_engine"]
+__all__ = ["VERSION_TABLE", "metadata", "open_engine", "upgrade"]
 
 metadata = sa.MetaData()
 """Every table of the orchestrator's database."""
 
 BUSY_TIMEOUT_MS = 10_000
+VERSION_TABLE = "astara_orchestrator_version"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_MIGRATION_LOCK = 0x61737461  # PostgreSQL advisory lock key of the migrations ("asta")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -62,8 +74,49 @@ def open_engine(url: str) -> Engine:
             engine.dispose()
             raise sa.exc.ArgumentError(f"no directory for the database file {path}")
     _import_tables()
-    metadata.create_all(engine)
+    try:
+        upgrade(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the latest migration (idempotent; one process at a time)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with _migration_lock(engine), engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+@contextlib.contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """Held while migrating: orchestrators starting together must not migrate at once."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            _advisory(conn, "pg_advisory_lock")
+            try:
+                yield
+            finally:
+                _advisory(conn, "pg_advisory_unlock")
+        return
+    path = engine.url.database
+    if engine.dialect.name != "sqlite" or not path or path == ":memory:":
+        yield
+        return
+    with open(f"{path}.migrate-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _advisory(conn: Connection, function: str) -> None:
+    conn.execute(sa.text(f"SELECT {function}(:key)"), {"key": _MIGRATION_LOCK})
+    conn.commit()
 
 
 def _import_tables() -> None:
