@@ -31,14 +31,13 @@ from bench.figure import Figure
 
 # What limits the concurrent figure, from profiles of the service (see bench/README.md).
 C20_LIMIT = (
-    "Limit: throughput, not waiting: each create costs ~6 ms of Python in the service "
-    "(SQLAlchemy ORM: network and subnets, default security group, port, address probe and "
-    "insert, commit) + ~1 ms of HTTP, on one core (the GIL), so 20 in flight queue for "
-    "~20 x 8 ms; PostgreSQL adds a round trip per statement. Worker processes "
-    "(network-api --workers, decision 11) help little on this 2-core machine, which also runs "
-    "the client and PostgreSQL (see the 2-worker figure); on SQLite they contend for the one "
-    "writer. Fix: the create path in SQLAlchemy Core (a prototype: 2.3 ms instead of 5.3) "
-    "with workers on a machine with cores to spare."
+    "Limit: throughput and scheduling, not locks: each create costs ~1.2 ms of CPU in the "
+    "service process (~0.5 ms of SQLAlchemy Core work in the port create path, decision 14; "
+    "the rest HTTP, JSON and two notifications) on one core (the GIL), and PostgreSQL and the "
+    "client share the same 2 cores, so 20 in flight queue for ~20 x 1.5 ms and the tail is the "
+    "scheduling of threads and processes on a busy machine. Worker processes "
+    "(network-api --workers, decision 11) help where cores are spare; on SQLite they contend "
+    "for the one writer."
 )
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 SEQUENTIAL = 300

@@ -245,8 +245,16 @@ def test_two_shards_share_the_routers_each_reconciled_by_exactly_one(network_db:
                 got.raise_for_status()
                 return {r["id"] for r in got.json()["routers"]}
 
-            first, second = known(admins[0]), known(admins[1])
+            # a new router's status is ACTIVE before anyone reconciled it: wait for the shards
+            # (other tests' network APIs publish on the same exchange: only ours are counted)
             every = {router.id for router, _ in routers}
+            _until(
+                "every router known to a shard",
+                lambda: every <= known(admins[0]) | known(admins[1]),
+                60,
+                shards[0][1],
+            )
+            first, second = known(admins[0]) & every, known(admins[1]) & every
             assert first | second == every
             assert not first & second  # each router is reconciled by exactly one process
             assert first and second  # six routers over two shards: both have work

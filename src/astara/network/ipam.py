@@ -1,9 +1,10 @@
 """IP address management, pure: pools, gateways, picking free addresses, EUI-64.
 
 Called by the subnet and port services, which hold the database rows; this
-module sees only addresses. Invariants: a pool lies inside its subnet, pools of
-a subnet never overlap, the gateway is in no pool, the network and (IPv4)
-broadcast addresses are never handed out.
+module sees only addresses (and ``Cursor``, a process's in-memory hint of where
+to look next). Invariants: a pool lies inside its subnet, pools of a subnet
+never overlap, the gateway is in no pool, the network and (IPv4) broadcast
+addresses are never handed out.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import socket
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from astara.network.errors import BadRequest, ExhaustedError
@@ -158,3 +160,65 @@ def eui64(cidr: ipaddress.IPv6Network, mac: str) -> ipaddress.IPv6Address:
     octets[0] ^= 0x02
     interface_id = bytes([*octets[:3], 255, 254, *octets[3:]])
     return ipaddress.IPv6Address(int(cidr.network_address) | int.from_bytes(interface_id, "big"))
+
+
+IntPool = tuple[int, int]  # a pool's first and last address, as integers
+
+
+def int_pools(pools: Iterable[dict[str, str]]) -> list[IntPool]:
+    """A subnet's stored ``allocation_pools`` as integer ranges, in order."""
+    return sorted((address_int(p["start"]), address_int(p["end"])) for p in pools)
+
+
+def address_text(value: int, version: int) -> str:
+    """The canonical text of an address given as an integer (what ``str(ip_address)`` gives)."""
+    if version == 4:
+        return socket.inet_ntoa(value.to_bytes(4, "big"))
+    return str(ipaddress.IPv6Address(value))
+
+
+def free(pools: Sequence[IntPool], taken: set[int]) -> Iterator[int]:
+    """The pools' addresses not in ``taken``, lowest first (lazily: pools may be huge)."""
+    for start, end in pools:
+        candidate = start
+        while candidate <= end:
+            if candidate not in taken:
+                yield candidate
+            candidate += 1
+
+
+class Cursor:
+    """Where a process hands out a subnet's next address: after the last one it handed out.
+
+    ``claim`` gives each caller (each thread) a different address, in order, so
+    concurrent allocations in one process never try the same one; it is only a
+    hint: the database's primary key decides (an address taken meanwhile by
+    another process, or asked for by name, is skipped by the caller). ``None``
+    when the cursor is unknown (a new process) or past the end of the pools:
+    the caller then reads the subnet's allocations and ``restart``s at the
+    lowest free address (addresses freed meanwhile come back that way).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: int | None = None
+
+    def claim(self, pools: Sequence[IntPool]) -> int | None:
+        with self._lock:
+            if self._last is None:
+                return None
+            for start, end in pools:
+                if self._last < end:
+                    self._last = max(start, self._last + 1)
+                    return self._last
+            return None
+
+    def restart(self, at: int) -> None:
+        with self._lock:
+            self._last = at
+
+    def skip(self, count: int) -> None:
+        """Jump ``count`` addresses ahead (they stay free, for after the end of the pools)."""
+        with self._lock:
+            if self._last is not None:
+                self._last += count

@@ -83,6 +83,7 @@ def serve(settings: NetworkSettings, *, workers: int = 1) -> None:
     """
     if workers <= 1:
         app, service = build_app(settings)
+        service.db.warm()
         _announce(settings, workers)
         try:
             uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
@@ -139,6 +140,7 @@ def _fork_worker(settings: NetworkSettings, listener: socket.socket) -> int:
     code = 1
     try:  # the child: its own app and engine (nothing of the parent's but the socket)
         app, service = build_app(settings)
+        service.db.warm()
         try:
             server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
             server.run(sockets=[listener])

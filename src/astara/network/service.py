@@ -5,7 +5,7 @@ the caller's context and the parsed JSON; this module parses the body
 against the resource's attributes, runs the resource's rules in a
 transaction, retries a transaction that lost a uniqueness race (another
 request took the same address or id first; only on databases that take
-concurrent writers), and reports each change to ``events`` (the notifier)
+concurrent writers) or a deadlock, and reports each change to ``events`` (the notifier)
 after the commit, with the payloads Neutron sends.
 """
 
@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from astara.network import attributes
@@ -38,6 +38,15 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRIES = 10
 TagChange = tuple[str, Any]
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction lost a race
+# and is retried whole, like a lost uniqueness race
+_RETRIED_SQLSTATES = ("40P01", "40001")
+
+
+def _lost_race(exc: DBAPIError) -> bool:
+    if isinstance(exc, IntegrityError):
+        return True
+    return getattr(exc.orig, "sqlstate", None) in _RETRIED_SQLSTATES
 
 
 class Events(Protocol):
@@ -99,7 +108,9 @@ class NetworkService:
             try:
                 with self.db.write() as session:
                     return work(session)
-            except IntegrityError as exc:
+            except DBAPIError as exc:
+                if not _lost_race(exc):
+                    raise
                 if attempt == RETRIES - 1:
                     raise Conflict(
                         f"A concurrent request changed the same resource: {exc.orig}"
@@ -119,7 +130,13 @@ class NetworkService:
             ctx, f"{resource.name}.create.start", {resource.name: document[resource.name]}
         )
 
+        # a resource may make its view itself, without the ORM (ports: decision 14)
+        create_view = getattr(resource, "create_view", None)
+
         def work(session: Session) -> dict[str, Any]:
+            if create_view is not None:
+                made: dict[str, Any] = create_view(session, ctx, body)
+                return made
             row = resource.create(session, ctx, body)
             session.flush()
             return resource.view(row, ctx)

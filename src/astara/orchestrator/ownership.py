@@ -25,7 +25,7 @@ the expiry later than that, the holder stops acting before anyone else may
 take over (only the clocks' *rates* must agree, to within 10 %). A holder
 stalled between its fence check and its action (a paused VM) is the
 residual risk every lease has; the appliances would need to check the
-epoch themselves to close it (not done: docs/decisions/0014).
+epoch themselves to close it (not done: docs/decisions/0013).
 
 ``Ownership`` joins the ring and the leases for the runner: ``keeps(key)``
 (the ring says this member AND the lease is held and not past its local

@@ -5,7 +5,9 @@ of ``astara.network.errors`` and never commit (the service owns the transaction)
 
 Optional: ``before_list(session, ctx, filters)``, run by the service in a write
 transaction before a list's read (security groups make a project's default
-group there, as Neutron does on listing).
+group there, as Neutron does on listing); ``create_view(session, ctx, body)``,
+called by the service instead of ``create`` and ``view``: inserts the resource and
+returns its view without the ORM (ports, the hottest write: decision 14).
 """
 
 from __future__ import annotations

@@ -4,19 +4,29 @@ Fixed IPs: asked for by subnet and/or address, or chosen: one address from
 the network's first IPv4 subnet with room, plus an address in every IPv6
 subnet (EUI-64 from the MAC where the subnet is SLAAC or stateless, else the
 next free one). Allocations are rows keyed by (subnet, address), so an
-address is never given twice; a lost race on PostgreSQL surfaces as an
-IntegrityError that the service retries.
+address is never given twice: each is inserted with ``ON CONFLICT DO
+NOTHING`` and an address found taken (by another process, or a request that
+named it) is skipped for the next one; no lock is held on the subnet. A
+process's threads take addresses in order from the subnet's ``ipam.Cursor``,
+so they do not try the same one.
+
+Creating a port (``create_view``, the API's hottest write) is SQLAlchemy Core:
+one read of the network, its subnets and the project's default security group,
+one insert of the port, one per address; the answer is built from what was
+inserted, not read back (decision 14). The rest of the module is ORM.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import secrets
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import Connection, String, Table, bindparam, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from astara.network import ipam
@@ -31,9 +41,17 @@ from astara.network.attributes import (
     string,
 )
 from astara.network.context import Context
-from astara.network.db.models import FloatingIP, IPAllocation, Network, Port, SecurityGroup, Subnet
+from astara.network.db.models import (
+    FloatingIP,
+    IPAllocation,
+    Network,
+    Port,
+    SecurityGroup,
+    Subnet,
+    now,
+)
 from astara.network.errors import BadRequest, Conflict, ExhaustedError, NotFound
-from astara.network.resources.security_groups import ensure_default_group
+from astara.network.resources.security_groups import default_group_id, ensure_default_group
 from astara.network.store import (
     apply_standard,
     bump,
@@ -42,12 +60,152 @@ from astara.network.store import (
     owned_rows,
     owner,
     standard_view,
-    visible_network,
 )
 
 ROUTER_OWNERS = ("network:router_interface", "network:router_gateway", "network:floatingip")
 _AUTO_V6 = ("slaac", "dhcpv6-stateless")
 _PROBES = 8  # addresses tried after the cursor before reading the whole subnet
+_JUMP = (16, 64)  # after two taken in a row, the cursor skips ahead 16 + [0, 64) addresses
+
+_PORTS: Table = Port.__table__  # type: ignore[assignment]
+_ALLOCATIONS: Table = IPAllocation.__table__  # type: ignore[assignment]
+_NETWORKS: Table = Network.__table__  # type: ignore[assignment]
+_SUBNETS: Table = Subnet.__table__  # type: ignore[assignment]
+_GROUPS: Table = SecurityGroup.__table__  # type: ignore[assignment]
+
+# What a port create reads, in one statement: the network, the project's default
+# security group (whether it exists) and the network's subnets (one row each, in
+# the order of ``Network.subnets``; one row of NULLs when it has none).
+_NETWORK_FOR_PORT = (
+    select(
+        _NETWORKS.c.id,
+        _NETWORKS.c.project_id,
+        _NETWORKS.c.shared,
+        _NETWORKS.c.external,
+        _NETWORKS.c.port_security_enabled,
+        select(_GROUPS.c.id)
+        .where(_GROUPS.c.id == bindparam("group_id"))
+        .scalar_subquery()
+        .label("default_group"),
+        _SUBNETS.c.id.label("subnet_id"),
+        _SUBNETS.c.ip_version,
+        _SUBNETS.c.cidr,
+        _SUBNETS.c.gateway_ip,
+        _SUBNETS.c.ipv6_address_mode,
+        _SUBNETS.c.allocation_pools,
+    )
+    .select_from(_NETWORKS.outerjoin(_SUBNETS, _SUBNETS.c.network_id == _NETWORKS.c.id))
+    .where(_NETWORKS.c.id == bindparam("network_id"))
+    .order_by(_SUBNETS.c.created_at)
+)
+_PORT_INSERT = insert(_PORTS)
+_MAC_IN_USE = select(_PORTS.c.id).where(
+    _PORTS.c.network_id == bindparam("network_id"), _PORTS.c.mac_address == bindparam("mac")
+)
+_GROUPS_NAMED = select(_GROUPS.c.id, _GROUPS.c.project_id, _GROUPS.c.shared).where(
+    _GROUPS.c.id.in_(bindparam("ids", expanding=True))
+)
+_TAKEN = select(_ALLOCATIONS.c.ip_address).where(_ALLOCATIONS.c.subnet_id == bindparam("subnet_id"))
+# An allocation that refuses a taken address without failing the transaction: it
+# returns a row only if it inserted one (psycopg's rowcount says -1 either way). On
+# PostgreSQL it waits for a transaction that inserted the same address and has not
+# ended yet, then answers for good: what an address asked for by name needs.
+_ALLOCATION_INSERT = {
+    "postgresql": postgresql.insert(_ALLOCATIONS)
+    .on_conflict_do_nothing(index_elements=["subnet_id", "ip_address"])
+    .returning(_ALLOCATIONS.c.position),
+    "sqlite": sqlite.insert(_ALLOCATIONS)
+    .on_conflict_do_nothing(index_elements=["subnet_id", "ip_address"])
+    .returning(_ALLOCATIONS.c.position),
+}
+# An address the service picks need not wait: on PostgreSQL the insert first takes a
+# transaction-scoped advisory lock named after the address (a hash: a clash only
+# skips an address), without waiting, and inserts nothing when another transaction
+# holds it (another process is giving that address out now), so the picker moves on
+# at once. SQLite has one writer: nothing is ever in flight.
+_ADVISORY_CLASS = 0x49504131  # "IPA1": the first of the lock's two keys, this use's own
+_ALLOCATION_COLUMNS = ("subnet_id", "ip_address", "port_id", "network_id", "position")
+_PICKED_INSERT = {
+    "postgresql": postgresql.insert(_ALLOCATIONS)
+    .from_select(
+        list(_ALLOCATION_COLUMNS),
+        select(
+            *(bindparam(name, type_=_ALLOCATIONS.c[name].type) for name in _ALLOCATION_COLUMNS)
+        ).where(
+            func.pg_try_advisory_xact_lock(
+                _ADVISORY_CLASS,
+                func.hashtext(
+                    bindparam("subnet_id", type_=String)
+                    + " "
+                    + bindparam("ip_address", type_=String)
+                ),
+            )
+        ),
+    )
+    .on_conflict_do_nothing(index_elements=["subnet_id", "ip_address"])
+    .returning(_ALLOCATIONS.c.position),
+    "sqlite": _ALLOCATION_INSERT["sqlite"],
+}
+_PLAIN_ALLOCATION_INSERT = insert(_ALLOCATIONS)
+
+
+def _inserter(conn: Connection, statement: Any, values: dict[str, Any]) -> Callable[[str], bool]:
+    """Insert the allocation ``values`` at an address with ``statement``: True if inserted."""
+
+    def insert(address: str) -> bool:
+        return conn.execute(statement, {**values, "ip_address": address}).first() is not None
+
+    return insert
+
+
+class SubnetLike(Protocol):
+    """What allocating needs of a subnet: its ORM row, or a ``SubnetInfo``."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def network_id(self) -> str: ...
+    @property
+    def ip_version(self) -> int: ...
+    @property
+    def cidr(self) -> str: ...
+    @property
+    def gateway_ip(self) -> str | None: ...
+    @property
+    def ipv6_address_mode(self) -> str | None: ...
+    @property
+    def allocation_pools(self) -> list[Any]: ...
+
+
+class NetworkLike(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def subnets(self) -> Sequence[SubnetLike]: ...
+
+
+@dataclass(frozen=True)
+class SubnetInfo:
+    id: str
+    network_id: str
+    ip_version: int
+    cidr: str
+    gateway_ip: str | None
+    ipv6_address_mode: str | None
+    allocation_pools: list[Any]
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    """The network as a port create reads it (``_NETWORK_FOR_PORT``)."""
+
+    id: str
+    project_id: str
+    shared: bool
+    external: bool
+    port_security_enabled: bool
+    default_group: str | None
+    subnets: list[SubnetInfo]
 
 
 def new_mac() -> str:
@@ -102,47 +260,132 @@ class Ports:
     )
 
     def __init__(self) -> None:
-        self._cursors: dict[str, int] = {}
+        self._cursors: dict[str, ipam.Cursor] = {}
 
-    def create(self, session: Session, ctx: Context, body: dict[str, Any]) -> Port:
-        network = visible_network(session, ctx, body["network_id"])
-        if not ctx.owns(network.project_id) and not network.shared and not ctx.is_admin:
-            raise NotFound.of("network", network.id)
+    def create_view(self, session: Session, ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
+        """Insert the port described by ``body`` (SQLAlchemy Core); return its view.
+
+        The same rules, checks (in the same order) and rows as the ORM would
+        make, without its unit of work: see the module docstring.
+        """
+        conn = session.connection()
+        refused: BadRequest | None = None
+        try:
+            project_id = owner(ctx, body)
+        except BadRequest as exc:  # reported after the network's and MAC's errors, as before
+            project_id, refused = ctx.project_id, exc
+        asked_groups = body.get("security_groups")
+        network = self._network(conn, ctx, body["network_id"], default_group_id(project_id))
         mac = body.get("mac_address") or self.unique_mac(session, network.id)
         if (
             body.get("mac_address")
-            and session.scalars(
-                select(Port.id).where(Port.network_id == network.id, Port.mac_address == mac)
-            ).first()
+            and conn.execute(_MAC_IN_USE, {"network_id": network.id, "mac": mac}).first()
         ):
             raise Conflict(
                 f"Unable to complete operation for network {network.id}. The mac address {mac} is in use.",
                 type="MacAddressInUse",
             )
-        port = Port(
+        if refused is not None:
+            raise refused
+        stamp = now()
+        port = SimpleNamespace(
             id=new_id(),
-            project_id=owner(ctx, body),
+            project_id=project_id,
+            name=body.get("name", ""),
+            description=body.get("description", ""),
+            tags=body.get("tags", []),
+            created_at=stamp,
+            updated_at=stamp,
+            revision_number=0,
             network_id=network.id,
             mac_address=mac,
             admin_state_up=body.get("admin_state_up", True),
+            status="DOWN",
             device_id=body.get("device_id", ""),
             device_owner=body.get("device_owner", ""),
             host_id=body.get("binding:host_id", ""),
-            security_groups=[],
             allowed_address_pairs=self._pairs(body.get("allowed_address_pairs", [])),
             port_security_enabled=body.get("port_security_enabled", network.port_security_enabled),
         )
-        apply_standard(port, body)
-        port.security_groups = self._groups(session, ctx, port, body.get("security_groups"))
-        session.add(port)
+        if asked_groups is not None:
+            port.security_groups = self._asked_groups(conn, ctx, port, asked_groups)
+        elif not port.port_security_enabled or port.device_owner.startswith("network:"):
+            port.security_groups = []
+        elif network.default_group is not None:
+            port.security_groups = [network.default_group]
+        else:
+            port.security_groups = [ensure_default_group(session, project_id)]
+        conn.execute(_PORT_INSERT, vars(port))
         requested = body.get("fixed_ips")
         wanted = (
             self.requested(session, network, requested)
             if requested is not None
             else self.defaults(network)
         )
-        self.allocate(session, network, port, wanted)
-        return port
+        port.fixed_ips = [
+            SimpleNamespace(subnet_id=subnet_id, ip_address=address)
+            for subnet_id, address in self._allocate_rows(
+                conn,
+                network_id=network.id,
+                port_id=port.id,
+                mac=mac,
+                device_owner=port.device_owner,
+                wanted=wanted,
+            )
+        ]
+        return self.view(port, ctx)  # type: ignore[arg-type]
+
+    def create(self, session: Session, ctx: Context, body: dict[str, Any]) -> Port:
+        """The ORM face of ``create_view`` (the service calls that one)."""
+        made = session.get(Port, self.create_view(session, ctx, body)["id"])
+        assert made is not None
+        return made
+
+    @staticmethod
+    def _network(conn: Connection, ctx: Context, network_id: str, group_id: str) -> NetworkInfo:
+        """The network a port is made on (NotFound unless the caller owns it, it is shared,
+        or the caller is an admin), its subnets and whether ``group_id`` exists."""
+        rows = conn.execute(_NETWORK_FOR_PORT, {"network_id": network_id, "group_id": group_id})
+        found = rows.all()
+        if not found or not (ctx.owns(found[0].project_id) or found[0].shared):
+            raise NotFound.of("network", network_id)
+        first = found[0]
+        return NetworkInfo(
+            id=first.id,
+            project_id=first.project_id,
+            shared=first.shared,
+            external=first.external,
+            port_security_enabled=first.port_security_enabled,
+            default_group=first.default_group,
+            subnets=[
+                SubnetInfo(
+                    id=r.subnet_id,
+                    network_id=first.id,
+                    ip_version=r.ip_version,
+                    cidr=r.cidr,
+                    gateway_ip=r.gateway_ip,
+                    ipv6_address_mode=r.ipv6_address_mode,
+                    allocation_pools=r.allocation_pools,
+                )
+                for r in found
+                if r.subnet_id is not None
+            ],
+        )
+
+    @staticmethod
+    def _asked_groups(conn: Connection, ctx: Context, port: Any, asked: list[str]) -> list[str]:
+        """The security groups a create names: each must exist and be visible."""
+        groups = {g.id: g for g in conn.execute(_GROUPS_NAMED, {"ids": list(asked)})}
+        for group_id in asked:
+            group = groups.get(group_id)
+            if group is None or not (ctx.owns(group.project_id) or group.shared):
+                raise NotFound.of("security_group", group_id)
+        if asked and not port.port_security_enabled:
+            raise Conflict(
+                f"Port {port.id} has no port security: security groups cannot be applied.",
+                type="PortSecurityAndIPRequiredForSecurityGroups",
+            )
+        return list(dict.fromkeys(asked))
 
     @staticmethod
     def _groups(session: Session, ctx: Context, port: Port, asked: list[str] | None) -> list[str]:
@@ -195,12 +438,12 @@ class Ports:
 
     # -- fixed IPs ------------------------------------------------------------------
     def requested(
-        self, session: Session, network: Network, raw: Any
-    ) -> list[tuple[Subnet, str | None]]:
+        self, session: Session, network: NetworkLike, raw: Any
+    ) -> list[tuple[SubnetLike, str | None]]:
         if not isinstance(raw, list):
             raise BadRequest("Invalid input for fixed_ips. Reason: not a list.")
         subnets = {s.id: s for s in network.subnets}
-        wanted: list[tuple[Subnet, str | None]] = []
+        wanted: list[tuple[SubnetLike, str | None]] = []
         for item in raw:
             if (
                 not isinstance(item, dict)
@@ -249,10 +492,10 @@ class Ports:
         return wanted
 
     @staticmethod
-    def defaults(network: Network) -> list[tuple[Subnet, str | None]]:
+    def defaults(network: NetworkLike) -> list[tuple[SubnetLike, str | None]]:
         v4 = [s for s in network.subnets if s.ip_version == 4]
         v6 = [s for s in network.subnets if s.ip_version == 6]
-        wanted: list[tuple[Subnet, str | None]] = [(s, None) for s in v4[:1]]
+        wanted: list[tuple[SubnetLike, str | None]] = [(s, None) for s in v4[:1]]
         stateful = [s for s in v6 if s.ipv6_address_mode not in _AUTO_V6]
         wanted += [(s, None) for s in v6 if s.ipv6_address_mode in _AUTO_V6]
         wanted += [(s, None) for s in stateful[:1]]
@@ -261,69 +504,142 @@ class Ports:
     def allocate(
         self,
         session: Session,
-        network: Network,
+        network: NetworkLike,
         port: Port,
-        wanted: list[tuple[Subnet, str | None]],
+        wanted: Sequence[tuple[SubnetLike, str | None]],
     ) -> None:
-        # concurrent allocations on a subnet queue on its row (PostgreSQL; SQLite has
-        # one writer anyway): otherwise they all pick the same lowest free address
-        if session.get_bind().dialect.name != "sqlite":
-            for subnet_id in sorted({s.id for s, _ in wanted}):
-                session.execute(select(Subnet.id).where(Subnet.id == subnet_id).with_for_update())
+        """Give the ORM ``port`` the addresses ``wanted`` (see ``_allocate_rows``);
+        ``port.fixed_ips`` is read again from the database when next used."""
+        session.flush()  # the port's row first: allocations refer to it
+        self._allocate_rows(
+            session.connection(),
+            network_id=network.id,
+            port_id=port.id,
+            mac=port.mac_address,
+            device_owner=port.device_owner,
+            wanted=wanted,
+        )
+        session.expire(port, ["fixed_ips"])
+
+    def _allocate_rows(
+        self,
+        conn: Connection,
+        *,
+        network_id: str,
+        port_id: str,
+        mac: str,
+        device_owner: str,
+        wanted: Sequence[tuple[SubnetLike, str | None]],
+    ) -> list[tuple[str, str]]:
+        """Insert the allocations of ``wanted`` ((subnet, address or None), in the port's
+        order); return (subnet id, address) in that order.
+
+        An address asked for and taken is a Conflict (nothing is half-written: the
+        service rolls the transaction back). Two transactions asking for each
+        other's addresses in opposite orders can deadlock on PostgreSQL: it
+        breaks the tie and the service retries the loser.
+        """
+        asked_insert = _ALLOCATION_INSERT[conn.dialect.name]
+        picked_insert = _PICKED_INSERT[conn.dialect.name]
+        chosen: list[tuple[str, str]] = []
         for position, (subnet, asked) in enumerate(wanted):
             address = asked
-            cidr = ipaddress.ip_network(subnet.cidr)
+            values = {
+                "subnet_id": subnet.id,
+                "network_id": network_id,
+                "port_id": port_id,
+                "position": position,
+            }
             if address is None:
                 if subnet.ip_version == 6 and subnet.ipv6_address_mode in _AUTO_V6:
-                    address = str(ipam.eui64(cidr, port.mac_address))  # type: ignore[arg-type]
+                    address = str(ipam.eui64(ipaddress.IPv6Network(subnet.cidr), mac))
+                    # taken only by an address asked for: IntegrityError, and the service's
+                    # retry makes the port again with a new MAC, as before
+                    conn.execute(_PLAIN_ALLOCATION_INSERT, {**values, "ip_address": address})
                 else:
-                    address = str(self.next_free(session, subnet))
-            elif session.get(IPAllocation, (subnet.id, address)) is not None or (
-                address == subnet.gateway_ip and port.device_owner != "network:router_interface"
-            ):
+                    address = self._pick(
+                        conn,
+                        subnet,
+                        _inserter(conn, picked_insert, values),
+                        _inserter(conn, asked_insert, values),
+                    )
+            elif (
+                address == subnet.gateway_ip and device_owner != "network:router_interface"
+            ) or not _inserter(conn, asked_insert, values)(address):
                 raise Conflict(
-                    f"Unable to complete operation for network {network.id}. The IP address {address} is in use.",
+                    f"Unable to complete operation for network {network_id}. The IP address {address} is in use.",
                     type="IpAddressAlreadyAllocated",
                 )
-            allocation = IPAllocation(
-                subnet_id=subnet.id, ip_address=address, network_id=network.id, position=position
-            )
-            port.fixed_ips.append(allocation)
-        session.flush()  # the primary key refuses an address taken meanwhile
+            chosen.append((subnet.id, address))
+        return chosen
 
-    def next_free(self, session: Session, subnet: Subnet) -> ipam.IPAddress:
-        """A free address of the subnet's pools (the caller holds the subnet's row lock).
+    def _cursor(self, subnet_id: str) -> ipam.Cursor:
+        cursor = self._cursors.get(subnet_id)
+        if cursor is None:
+            cursor = self._cursors.setdefault(subnet_id, ipam.Cursor())
+        return cursor
 
-        Addresses go out in order: a probe of the few addresses after the last
-        one handed out (primary-key lookups, cheap) finds one at once; without a
-        cursor (a new process) or when the probe keeps hitting taken addresses,
-        one read of the subnet's allocations finds the lowest free one.
+    def _pick(
+        self,
+        conn: Connection,
+        subnet: SubnetLike,
+        insert: Callable[[str], bool],
+        insert_or_wait: Callable[[str], bool],
+    ) -> str:
+        """Allocate the next free address of ``subnet``'s pools; return it.
+
+        ``insert`` inserts an address, False if it is taken or being given out
+        by another transaction (it does not wait); ``insert_or_wait`` waits for
+        that transaction and answers for good.
+
+        Addresses go out in order: the subnet's cursor gives this thread the next
+        address after the last one handed out; a taken one is skipped, and after
+        two in a row (another process allocates here too) the cursor jumps ahead,
+        so that processes allocate apart. Without a cursor (a new process), past
+        the end of the pools, or when they keep being taken, one read of the
+        subnet's allocations gives the free addresses, lowest first; those found
+        being given out are tried last, waiting, before the subnet is called
+        exhausted. No lock is held on the subnet.
         """
-        pools = [
-            ipam.Pool(ipaddress.ip_address(p["start"]), ipaddress.ip_address(p["end"]))
-            for p in subnet.allocation_pools
-        ]
-        cursor = self._cursors.get(subnet.id)
-        if cursor is not None:
-            for candidate in itertools.islice(ipam.after(pools, cursor), _PROBES):
-                address = ipaddress.ip_address(candidate)
-                if session.get(IPAllocation, (subnet.id, str(address))) is None:
-                    self._cursors[subnet.id] = candidate
-                    return address
+        pools = ipam.int_pools(subnet.allocation_pools)
+        cursor = self._cursor(subnet.id)
+        missed = 0
+        for _ in range(_PROBES):
+            candidate = cursor.claim(pools)
+            if candidate is None:
+                break
+            text = ipam.address_text(candidate, subnet.ip_version)
+            if insert(text):
+                return text
+            missed += 1
+            if missed == 2:
+                cursor.skip(_JUMP[0] + secrets.randbelow(_JUMP[1]))
+                missed = 0
+        taken = {
+            ipam.address_int(a) for a in conn.execute(_TAKEN, {"subnet_id": subnet.id}).scalars()
+        }
+        busy = []
+        for candidate in ipam.free(pools, taken):
+            cursor.restart(candidate)
+            text = ipam.address_text(candidate, subnet.ip_version)
+            if insert(text):
+                return text
+            busy.append(text)
+        for text in busy:
+            if insert_or_wait(text):
+                return text
+        raise ExhaustedError(f"No more IP addresses available on network {subnet.network_id}.")
+
+    def next_free(self, session: Session, subnet: SubnetLike) -> ipam.IPAddress:
+        """The lowest free address of the subnet's pools, as committed now (nothing is
+        allocated); ExhaustedError if there is none."""
         taken = {
             ipam.address_int(a)
-            for a in session.scalars(
-                select(IPAllocation.ip_address).where(IPAllocation.subnet_id == subnet.id)
-            )
+            for a in session.connection().execute(_TAKEN, {"subnet_id": subnet.id}).scalars()
         }
-        try:
-            found = ipam.next_free(pools, taken)
-        except ExhaustedError:
-            raise ExhaustedError(
-                f"No more IP addresses available on network {subnet.network_id}."
-            ) from None
-        self._cursors[subnet.id] = int(found)
-        return found
+        for candidate in ipam.free(ipam.int_pools(subnet.allocation_pools), taken):
+            return ipaddress.ip_address(candidate)
+        raise ExhaustedError(f"No more IP addresses available on network {subnet.network_id}.")
 
     @staticmethod
     def _pairs(raw: Any) -> list[dict[str, str]]:
