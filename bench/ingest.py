@@ -167,6 +167,9 @@ class IngestRun:
     seconds: float
     prefetch: int = 0
     unacked_left: int = 0
+    cpu_busy: float = 0.0
+    """The share of the machine's CPU time (every core) that was busy during the run: near 1,
+    the run was bound by the cores (consumers, broker, database share them)."""
 
     @property
     def rate(self) -> float:
@@ -175,6 +178,19 @@ class IngestRun:
     @property
     def lost(self) -> int:
         return self.published - self.recorded
+
+
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of every core together, from /proc/stat."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_since(before: tuple[int, int]) -> float:
+    """The busy share of every core's time since ``before`` (``cpu_times()``)."""
+    busy, total = cpu_times()
+    return (busy - before[0]) / max(1, total - before[1])
 
 
 # -- the orchestrator's intake, one process per consumer ------------------------------------
@@ -266,6 +282,7 @@ def measure_ingest(
                 proc.start()
             time.sleep(1.0)  # imports and the database opened: not timed
             started = time.monotonic()
+            cpu = cpu_times()
             go.set()
             recorded = 0
             while time.monotonic() - started < TIMEOUT:
@@ -274,6 +291,7 @@ def measure_ingest(
                     break
                 time.sleep(0.01)
             seconds = time.monotonic() - started
+            busy = busy_since(cpu)
             left = asyncio.run(ready_count(queue))
             stop.set()
             for proc in procs:
@@ -286,6 +304,7 @@ def measure_ingest(
                 seconds=seconds,
                 prefetch=prefetch,
                 unacked_left=left,
+                cpu_busy=busy,
             )
         finally:
             stop.set()

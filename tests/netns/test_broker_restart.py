@@ -39,7 +39,6 @@ Needs RabbitMQ on 127.0.0.1:5672 and ``rabbitmqctl``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import secrets
 import shutil
@@ -60,7 +59,7 @@ from astara.lab import Lab
 from tests.component.conftest import connect
 from tests.component.test_intake_durable import _answers, _rabbitmqctl
 from tests.conftest import chosen_database
-from tests.netns.test_orchestrator_alone import RABBIT, _started
+from tests.netns.test_orchestrator_alone import RABBIT, _api, _started
 from tests.netns.test_up import (
     ASTARA,
     BRIDGE,
@@ -69,8 +68,8 @@ from tests.netns.test_up import (
     _free_port,
     _links,
     _namespaces,
-    _stop,
     _until,
+    external_network,
 )
 
 pytestmark = [pytest.mark.netns, pytest.mark.database]
@@ -274,26 +273,6 @@ async def _delete_queue(queue: str) -> None:
         await connection.close()
 
 
-@contextlib.contextmanager
-def _api(argv: list[str], log: Path, url: str) -> Iterator[subprocess.Popen[bytes]]:
-    """``astara network-api``, ready once it answers ``GET /`` (as test_orchestrator_alone's,
-    but a failed publish is logged with its traceback here, by design)."""
-
-    def answers() -> bool:
-        with contextlib.suppress(httpx.HTTPError):
-            return httpx.get(url + "/", timeout=1).status_code == 200
-        return False
-
-    with log.open("ab") as output:
-        proc = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT)
-    try:
-        _until("the network API", lambda: answers() or proc.poll() is not None, 60, log)
-        assert proc.poll() is None, "network-api exited:\n" + log.read_text()[-4000:]
-        yield proc
-    finally:
-        assert _stop(proc) in (0, -15), log.read_text()[-4000:]
-
-
 @pytest.mark.timeout(300)
 def test_a_broker_restart_with_changes_in_flight_loses_none(
     lab: Lab, network_db: str, orchestrator_db: str
@@ -331,7 +310,7 @@ def test_a_broker_restart_with_changes_in_flight_loses_none(
     report: dict[str, float | int] = {}
     try:
         with (
-            _api(api_argv, api_log, url),
+            _api(api_argv, api_log, url, tracebacks=True),
             _started(orchestrator_argv, log, "ready;"),
         ):
             sdk = connect(url)
@@ -410,19 +389,7 @@ def test_a_broker_restart_with_changes_in_flight_loses_none(
 def _tenants(sdk: Any) -> list[Tenant]:
     """``ROUTERS`` routers on a flat external network, each with an interface on its own VXLAN
     network, a spare subnet (the stream attaches it) and a floating IP on a port of its own."""
-    public = sdk.network.create_network(
-        name="public",
-        is_router_external=True,
-        provider_network_type="flat",
-        provider_physical_network="physnet1",
-    )
-    sdk.network.create_subnet(
-        network_id=public.id,
-        cidr="203.0.113.0/24",
-        ip_version=4,
-        gateway_ip="203.0.113.1",
-        is_dhcp_enabled=False,
-    )
+    public = external_network(sdk)
     tenants = []
     for i in range(ROUTERS):
         subnets = []

@@ -59,6 +59,7 @@ from tests.netns.test_up import (
     _ping,
     _stop,
     _until,
+    external_network,
 )
 
 pytestmark = pytest.mark.netns
@@ -226,19 +227,7 @@ def _converge_serve_and_remove(
     made: dict[str, Any],
 ) -> None:
     # the topology, on the real Neutron
-    public = made["public"] = sdk.network.create_network(
-        name=f"{run_prefix()}-public",
-        is_router_external=True,
-        provider_network_type="flat",
-        provider_physical_network=PHYSNET,
-    )
-    sdk.network.create_subnet(
-        network_id=public.id,
-        cidr="203.0.113.0/24",
-        ip_version=4,
-        gateway_ip="203.0.113.1",
-        is_dhcp_enabled=False,
-    )
+    public = made["public"] = external_network(sdk, f"{run_prefix()}-public", PHYSNET)
     private = made["private"] = sdk.network.create_network(name=f"{run_prefix()}-private")
     assert private.provider_network_type == "vxlan"  # Neutron's ML2 chose it, and the VNI
     subnet = made["subnet"] = sdk.network.create_subnet(

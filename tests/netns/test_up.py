@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,6 +122,25 @@ class Up:
             check=False,
             timeout=90,
         )
+
+
+def external_network(sdk: Any, name: str = "public", physnet: str = "physnet1") -> Any:
+    """A flat external network on ``physnet`` with the TEST-NET subnet 203.0.113.0/24, whose
+    gateway (203.0.113.1) is the ``outside`` namespace of the tests."""
+    public = sdk.network.create_network(
+        name=name,
+        is_router_external=True,
+        provider_network_type="flat",
+        provider_physical_network=physnet,
+    )
+    sdk.network.create_subnet(
+        network_id=public.id,
+        cidr="203.0.113.0/24",
+        ip_version=4,
+        gateway_ip="203.0.113.1",
+        is_dhcp_enabled=False,
+    )
+    return public
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> int:
@@ -332,19 +352,7 @@ def test_external_network_snat_and_floating_ip(lab: Lab) -> None:
     with _astara_up([f"physnet1={nic}"]) as up:
         assert f"uplinks        physnet1={nic}" in up.log.read_text()
         sdk = connect(up.url)
-        public = sdk.network.create_network(
-            name="public",
-            is_router_external=True,
-            provider_network_type="flat",
-            provider_physical_network="physnet1",
-        )
-        sdk.network.create_subnet(
-            network_id=public.id,
-            cidr="203.0.113.0/24",
-            ip_version=4,
-            gateway_ip="203.0.113.1",
-            is_dhcp_enabled=False,
-        )
+        public = external_network(sdk)
         private = sdk.network.create_network(
             name="private",
             provider_network_type="vxlan",
