@@ -13,6 +13,8 @@ fi
 
 packages=(python3 python3-venv python3-pip iproute2 nftables dnsmasq-base bird2 haproxy
           conntrack iputils-ping udhcpc iperf3 procps curl)
+# the tests boot a Debian kernel under qemu for what this host's kernel may lack (802.1Q)
+if [ "${1:-}" = "--dev" ]; then packages+=(qemu-system-x86); fi
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,4 +39,7 @@ fi
 extra=""
 if [ "${1:-}" = "--dev" ]; then extra="[dev]"; fi
 .venv/bin/pip install -q --disable-pip-version-check -e ".${extra}"
+if [ -n "$extra" ]; then
+    scripts/vm-kernel install   # the guest's kernel and busybox, unpacked into /var/tmp/astara-vm
+fi
 echo "setup.sh: ready (.venv/bin/astara)"

@@ -110,7 +110,8 @@ def test_names_fill_fifteen_characters_and_keep_the_uuid_visible() -> None:
 
 
 def test_vlan_segments_are_planned_matched_and_read_back() -> None:
-    """The VLAN logic without the kernel (this one lacks 802.1Q: no VLAN traffic test)."""
+    """The VLAN logic without the kernel (the traffic tests below need 802.1Q; tests/vm
+    runs them in a guest kernel that has it when the host's lacks it)."""
     names = Names("t-")
     nic = LinkState(
         index=2, name="phys0", kind="veth", alias=None, master=None, mtu=1500, mac="", up=True
@@ -235,6 +236,81 @@ async def test_flat_network_is_bound_to_the_host_nic(lab: Lab) -> None:
     nic = links(lab, h1)["phys0"]
     assert "master" not in nic
     assert owned(lab, h1) == {}
+
+
+NO_8021Q = "this kernel has no 802.1Q (tests/vm/test_vlan_in_guest.py runs this in a guest)"
+
+
+async def test_vlan_networks_carry_traffic_between_hosts(lab: Lab) -> None:
+    """Two hosts share a physical network (a veth): VLAN 100 joins them, VLAN 200 stays apart."""
+    h1, h2 = lab.namespace("h1"), lab.namespace("h2")
+    lab.veth(h1, "phys0", h2, "phys0")
+    if not kernel_has_8021q(lab, h1, "phys0"):
+        pytest.skip(NO_8021Q)
+    x1, x2, y2 = lab.vm("x1"), lab.vm("x2"), lab.vm("y2")
+    prefix = prefix_of(lab)
+    async with (
+        Fabric(prefix=prefix, netns=h1, uplinks={"physnet1": "phys0"}) as f1,
+        Fabric(prefix=prefix, netns=h2, uplinks={"physnet1": "phys0"}) as f2,
+    ):
+        for fabric in (f1, f2):
+            network = await fabric.ensure_network(
+                NetworkSpec(NET_A, NetworkType.VLAN, 100, "physnet1")
+            )
+            assert (network.network_type, network.segmentation_id, network.nic) == (
+                NetworkType.VLAN,
+                100,
+                "phys0",
+            )
+            await fabric.ensure_network(NetworkSpec(NET_B, NetworkType.VLAN, 200, "physnet1"))
+        await plug(f1, NET_A, "x1", MAC_1, x1, 1500)
+        await plug(f2, NET_A, "x2", MAC_2, x2, 1500)
+        await plug(f2, NET_B, "y2", MAC_3, y2, 1500)
+        vlan = links(lab, h1)[f1.names.vlan(NET_A)]
+        assert sorted(await f1.networks(), key=lambda n: n.network_id) == [
+            Network(NET_A, f1.names.bridge(NET_A), 1500, NetworkType.VLAN, 100, "phys0"),
+            Network(NET_B, f1.names.bridge(NET_B), 1500, NetworkType.VLAN, 200, "phys0"),
+        ]
+    info = vlan["linkinfo"]["info_data"]
+    assert (info["protocol"], info["id"], vlan["link"]) == ("802.1Q", 100, "phys0")
+    assert vlan["master"] == f1.names.bridge(NET_A)
+    assert "master" not in links(lab, h1)["phys0"]  # the NIC carries tags, on no bridge
+    for ns, address in ((x1, "10.60.0.1/24"), (x2, "10.60.0.2/24"), (y2, "10.60.0.3/24")):
+        lab.address(ns, "eth0", address)
+    assert reaches(lab, x1, "10.60.0.2")
+    # a full-size frame crosses: the 802.1Q tag does not eat into the network's MTU
+    assert ping(lab, x1, "10.60.0.2", "-M", "do", "-s", "1472")
+    assert not ping(lab, x1, "10.60.0.3")  # VLAN 200 on the same wire: not even ARP crosses
+    assert not ping(lab, y2, "10.60.0.1")
+
+
+async def test_vlan_frames_leave_the_host_tagged_with_their_id(lab: Lab) -> None:
+    """A plain kernel VLAN sub-interface on the far end of the wire reads each network's tag."""
+    h1, outside = lab.namespace("h1"), lab.namespace("out")
+    lab.veth(h1, "phys0", outside, "phys0")
+    if not kernel_has_8021q(lab, h1, "phys0"):
+        pytest.skip(NO_8021Q)
+    for vid, address in (("100", "10.61.0.9/24"), ("200", "10.62.0.9/24")):
+        argv = ["ip", "link", "add", "link", "phys0", "name", f"phys0.{vid}", "type", "vlan"]
+        lab.run(outside, [*argv, "id", vid])
+        lab.run(outside, ["ip", "link", "set", f"phys0.{vid}", "up"])
+        lab.address(outside, f"phys0.{vid}", address)
+    lab.address(outside, "phys0", "10.63.0.9/24")  # untagged
+    x1, y1 = lab.vm("x1"), lab.vm("y1")
+    async with Fabric(prefix=prefix_of(lab), netns=h1, uplinks={"physnet1": "phys0"}) as fabric:
+        await fabric.ensure_network(NetworkSpec(NET_A, NetworkType.VLAN, 100, "physnet1"))
+        await fabric.ensure_network(NetworkSpec(NET_B, NetworkType.VLAN, 200, "physnet1"))
+        await plug(fabric, NET_A, "x1", MAC_1, x1, 1500)
+        await plug(fabric, NET_B, "y1", MAC_2, y1, 1500)
+        lab.address(x1, "eth0", "10.61.0.1/24")
+        lab.address(y1, "eth0", "10.62.0.1/24")
+        lab.address(y1, "eth0", "10.63.0.1/24")
+        assert reaches(lab, x1, "10.61.0.9")
+        assert reaches(lab, y1, "10.62.0.9")
+        assert not ping(lab, y1, "10.63.0.9")  # nothing of the network leaves untagged
+        await fabric.remove_networks([NET_A, NET_B])
+        assert owned(lab, h1) == {}
+    assert set(links(lab, h1)) == {"lo", "phys0"}
 
 
 async def test_vlan_without_kernel_support_is_refused_and_leaves_nothing(lab: Lab) -> None:
