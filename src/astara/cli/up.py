@@ -611,7 +611,8 @@ async def _run_up(
 ) -> None:
     """``up`` (network API, orchestrator, agent) or ``orchestrator`` (no network API)."""
     control = _control_store(args.orchestrator_db or f"sqlite:///{layout.orchestrator_db}")
-    pending = PendingStore(control.url)  # issue 6: acknowledged once recorded there
+    # one engine (migrated once) for every store of the orchestrator's database
+    pending = PendingStore(engine=control.engine)  # issue 6: acknowledged once recorded there
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -631,7 +632,7 @@ async def _run_up(
     else:
         url = args.network_url.rstrip("/")
     appliance = ApplianceClient(token=agent.token_file.read_text().strip())
-    ownership = _ownership(args, control.url)
+    ownership = _ownership(args, control.engine)
     metadata_client = neutron_client(url=url, headers=noauth_admin_headers())
     try:
         async with contextlib.AsyncExitStack() as stack:
@@ -674,9 +675,9 @@ async def _run_up(
         provider.fabric.close()
         if service is not None:
             service.db.close()
-        control.close()
         pending.close()
         _close_leases(ownership)
+        control.close()  # last: the others use its engine
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     print("stopped", flush=True)
@@ -698,7 +699,7 @@ def _settings(args: argparse.Namespace, provider: NetnsProvider) -> Orchestrator
     )
 
 
-def _ownership(args: argparse.Namespace, db_url: str) -> Ownership | None:
+def _ownership(args: argparse.Namespace, database: sqlalchemy.Engine) -> Ownership | None:
     """The ring and the leases with ``--coordination``; None: this orchestrator owns all."""
     url = getattr(args, "coordination", None)
     if url is None:
@@ -712,7 +713,7 @@ def _ownership(args: argparse.Namespace, db_url: str) -> Ownership | None:
             group=args.coordination_group,
             timeout=args.membership_timeout,
         )
-        leases = LeaseStore(db_url, member=membership.member_id, ttl=args.lease_ttl)
+        leases = LeaseStore(database, member=membership.member_id, ttl=args.lease_ttl)
     except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as exc:
         raise SystemExit(f"astara: --coordination {url}: {exc}") from None
     return Ownership(membership=membership, leases=leases)

@@ -98,6 +98,11 @@ class ControlStore:
             if row.scope in SCOPES
         }
 
+    @property
+    def engine(self) -> sa.Engine:
+        """The orchestrator's database, migrated: the other stores of the process share it."""
+        return self._engine
+
     def close(self) -> None:
         """Release the database's connections."""
         self._engine.dispose()

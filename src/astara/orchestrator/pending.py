@@ -86,7 +86,8 @@ _pending = sa.Table(
 
 
 class PendingStore:
-    """``astara_pending`` in the database at ``url`` (or on ``engine``); see the module.
+    """``astara_pending`` in the database at ``url`` (or on ``engine``, one that
+    ``store.open_engine`` gave: its schema is up to date); see the module.
 
     Safe to call from several threads and processes at once.
     """
@@ -102,8 +103,6 @@ class PendingStore:
             raise ValueError("give the database's url or an engine, not both")
         self._owned = engine is None
         self._engine = engine if engine is not None else store.open_engine(url or "")
-        if not self._owned:
-            store.metadata.create_all(self._engine, tables=[_pending])
         self._clock = clock
         self._lock = threading.Lock()  # SQLite: one writer of this process at a time
 
