@@ -190,3 +190,17 @@ def chosen_database(directory: Path, stem: str) -> Iterator[str]:
     """
     with scratch_database(TEST_DB, directory, stem) as url:
         yield url
+
+
+@pytest.fixture
+def network_db(tmp_path: Path) -> Iterator[str]:
+    """The network API's database of a test marked ``database`` (``chosen_database``)."""
+    with chosen_database(tmp_path, "network") as url:
+        yield url
+
+
+@pytest.fixture
+def orchestrator_db(tmp_path: Path) -> Iterator[str]:
+    """The orchestrator's database of a test marked ``database`` (``chosen_database``)."""
+    with chosen_database(tmp_path, "orchestrator") as url:
+        yield url

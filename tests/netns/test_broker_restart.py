@@ -46,7 +46,6 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,6 @@ import pytest
 from astara.lab import Lab
 from tests.component.conftest import connect
 from tests.component.test_intake_durable import _answers, _rabbitmqctl
-from tests.conftest import chosen_database
 from tests.netns.test_orchestrator_alone import RABBIT, _api, _started
 from tests.netns.test_up import (
     ASTARA,
@@ -80,18 +78,6 @@ QUIET = 2.5
 network API's publish timeout (``?timeout=1.5``), so their last notifications are lost."""
 CONVERGE = 60.0
 """Seconds every appliance has to match the desired state after the restart."""
-
-
-@pytest.fixture
-def network_db(tmp_path: Path) -> Iterator[str]:
-    with chosen_database(tmp_path, "network") as url:
-        yield url
-
-
-@pytest.fixture
-def orchestrator_db(tmp_path: Path) -> Iterator[str]:
-    with chosen_database(tmp_path, "orchestrator") as url:
-        yield url
 
 
 @dataclass

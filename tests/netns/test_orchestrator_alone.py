@@ -28,7 +28,7 @@ import pytest
 from astara.bus.transports import bus_from_url
 from astara.providers.naming import name_candidates
 from tests.component.conftest import connect
-from tests.conftest import chosen_database, run_prefix
+from tests.conftest import run_prefix
 from tests.netns.test_up import (
     ASTARA,
     BRIDGE,
@@ -45,18 +45,6 @@ from tests.netns.test_up import (
 pytestmark = [pytest.mark.netns, pytest.mark.database]
 
 RABBIT = "rabbit://guest:guest@127.0.0.1:5672/"
-
-
-@pytest.fixture
-def network_db(tmp_path: Path) -> Iterator[str]:
-    with chosen_database(tmp_path, "network") as url:
-        yield url
-
-
-@pytest.fixture
-def orchestrator_db(tmp_path: Path) -> Iterator[str]:
-    with chosen_database(tmp_path, "orchestrator") as url:
-        yield url
 
 
 @contextlib.contextmanager

@@ -376,8 +376,16 @@ class Ports:
     def _asked_groups(conn: Connection, ctx: Context, port: Any, asked: list[str]) -> list[str]:
         """The security groups a create names: each must exist and be visible."""
         groups = {g.id: g for g in conn.execute(_GROUPS_NAMED, {"ids": list(asked)})}
+        return Ports._checked_groups(ctx, port, asked, groups.get)
+
+    @staticmethod
+    def _checked_groups(
+        ctx: Context, port: Any, asked: list[str], find: Callable[[str], Any]
+    ) -> list[str]:
+        """``asked``, without repeats, once each group ``find`` gives is visible to ``ctx`` and
+        the port has port security (Neutron's rules)."""
         for group_id in asked:
-            group = groups.get(group_id)
+            group = find(group_id)
             if group is None or not (ctx.owns(group.project_id) or group.shared):
                 raise NotFound.of("security_group", group_id)
         if asked and not port.port_security_enabled:
@@ -396,16 +404,9 @@ class Ports:
             if not port.port_security_enabled or port.device_owner.startswith("network:"):
                 return []
             return [ensure_default_group(session, port.project_id)]
-        for group_id in asked:
-            group = session.get(SecurityGroup, group_id)
-            if group is None or not (ctx.owns(group.project_id) or group.shared):
-                raise NotFound.of("security_group", group_id)
-        if asked and not port.port_security_enabled:
-            raise Conflict(
-                f"Port {port.id} has no port security: security groups cannot be applied.",
-                type="PortSecurityAndIPRequiredForSecurityGroups",
-            )
-        return list(dict.fromkeys(asked))
+        return Ports._checked_groups(
+            ctx, port, asked, lambda group_id: session.get(SecurityGroup, group_id)
+        )
 
     def service_port(
         self,
