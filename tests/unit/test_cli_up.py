@@ -52,6 +52,7 @@ def test_the_token_file_is_made_once_and_private(tmp_path: Path) -> None:
     path = tmp_path / "admin-token"
     token = up._token_file(path)
     assert len(token) >= 32
+    assert all(c in "0123456789abcdef" for c in token)  # never "-…": it goes on command lines
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert up._token_file(path) == token  # kept, not regenerated
 

@@ -348,10 +348,13 @@ def register(parts: Any) -> None:
 
 
 def _token_file(path: Path) -> str:
-    """The token in ``path``, generated first (mode 0600) if the file does not exist."""
+    """The token in ``path``, generated first (mode 0600) if the file does not exist.
+
+    Hex, not URL-safe base64: a token starting with ``-`` could not be given as
+    ``--admin-token TOKEN`` (argparse takes it for an option; 1 token in 64 did)."""
     if not path.exists():
         path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(32) + "\n")
+        path.write_text(secrets.token_hex(32) + "\n")
     return path.read_text().strip()
 
 
