@@ -27,7 +27,6 @@ changes nothing and restarts nothing, because every service converges by diff.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -40,7 +39,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from astara.appliance.document import ConfigDocument
-from astara.appliance.errors import ApplianceError, ApplyError, CommandError, ConfigError
+from astara.appliance.errors import ApplianceError, ApplyError, ConfigError
 from astara.appliance.plan import IPAddress, RouterPlan, build_plan
 from astara.appliance.services import Service
 from astara.appliance.services.bird import Bird
@@ -50,12 +49,15 @@ from astara.appliance.services.firewall import Firewall
 from astara.appliance.services.metadata import MetadataProxy
 from astara.appliance.services.netlink import Links
 from astara.appliance.system.files import write_atomic
+from astara.appliance.system.icmp import Pinger
 from astara.appliance.system.netns import Netns
 from astara.wire.appliance_v1 import ConfigurationBody, InterfaceState, Status
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
+#: seconds a gateway has to answer the status probe's echo request
+GATEWAY_TIMEOUT = 1.0
 
 
 class Router:
@@ -72,6 +74,7 @@ class Router:
         self.netns = netns
         self.state_dir = state_dir
         self.links = Links(netns=netns)
+        self.pinger = Pinger(netns)
         self.firewall = Firewall(
             netns=netns, state_dir=state_dir, api_port=api_port, metadata_port=metadata_port
         )
@@ -228,6 +231,7 @@ class Router:
             else:
                 await self.metadata.stop()  # in-process listeners die with the agent anyway
             self.links.close()
+            self.pinger.close()
             self.firewall.close()
             if stop_services:
                 shutil.rmtree(self.state_dir, ignore_errors=True)
@@ -243,24 +247,31 @@ class Router:
         return await self.firewall.listing()
 
     async def status(self) -> Status:
-        """v4/v6: the default gateway of that family answers (neighbour table, else one ping)."""
+        """v4/v6: the default gateway of that family answers.
+
+        One echo request from the namespace (in-process, no ``ping`` process);
+        unanswered, the neighbour table decides, so a gateway that drops echo
+        requests but answers ARP or neighbour solicitations counts as alive.
+        """
         plan = self.plan
         if plan is None:
             return Status(v4=False, v6=False)
+        external = plan.external
+        ifindex = self.links.index(external.ifname) if external is not None else None
         return Status(
-            v4=await self._gateway_ok(plan.default_v4_gateway),
-            v6=await self._gateway_ok(plan.default_v6_gateway),
+            v4=await self._gateway_ok(plan.default_v4_gateway, ifindex),
+            v6=await self._gateway_ok(plan.default_v6_gateway, ifindex),
         )
 
-    async def _gateway_ok(self, gateway: IPAddress | None) -> bool:
+    async def _gateway_ok(self, gateway: IPAddress | None, ifindex: int | None) -> bool:
         if gateway is None:
             return False
-        if await self.links.gateway_alive(gateway):
-            return True
-        with contextlib.suppress(CommandError):
-            await self.netns.run(["ping", "-n", "-q", "-c1", "-W1", str(gateway)], timeout=3)
-            return True
-        return False
+        try:
+            if await self.pinger.echo(gateway, timeout=GATEWAY_TIMEOUT, ifindex=ifindex):
+                return True
+        except (OSError, ApplianceError) as exc:  # no raw socket, or the namespace is gone
+            log.warning("%s: echo to %s: %s", self.netns.label, gateway, exc)
+        return bool(await self.links.gateway_alive(gateway))
 
 
 def _refused(exc: ApplyError) -> ConfigError:

@@ -199,6 +199,10 @@ class Links:
             return usable[0] if usable else None
         return None
 
+    def index(self, ifname: str) -> int | None:
+        """The kernel's index of ``ifname`` as last read by ``links``, if known."""
+        return self._indexes.get(ifname)
+
     async def gateway_alive(self, gateway: IPAddress) -> bool | None:
         """True/False from the neighbour table, None when it has no opinion."""
         async with self._lock:
