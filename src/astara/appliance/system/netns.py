@@ -89,8 +89,17 @@ class Netns:
         return box["result"]  # type: ignore[no-any-return]
 
     def socket(self, family: int, kind: int = socket.SOCK_STREAM) -> socket.socket:
-        """A new socket living in this namespace."""
-        return self.call(lambda: socket.socket(family, kind))
+        """A new socket living in this namespace.
+
+        An IP stream socket is made with protocol ``IPPROTO_TCP``: asyncio sets
+        TCP_NODELAY only on sockets that say so (connections accepted from a
+        listener inherit it), and without it an answer written in two parts
+        (uvicorn's head, then its body) waits on the client's delayed ACK, ~40 ms.
+        """
+        proto = 0
+        if kind == socket.SOCK_STREAM and family in (socket.AF_INET, socket.AF_INET6):
+            proto = socket.IPPROTO_TCP
+        return self.call(lambda: socket.socket(family, kind, proto))
 
     def command(self, argv: list[str]) -> list[str]:
         """``argv`` wrapped so that it runs inside this namespace."""
