@@ -456,9 +456,13 @@ def test_restart_adopts_without_loss(w: World) -> None:
     vm = _server_netns(server)
     _until("the server reaches outside", lambda: _ping(vm, OUTSIDE), BOUND, w.up)
     before = _identity(netns)
+    agent = _agent_pid(w.up)
+    assert agent is not None, "no agent recorded in agent.pid"
+    agent_log = Path(w.up.flags[w.up.flags.index("--state-dir") + 1]) / "agent.log"
 
     with _pinging(vm, OUTSIDE) as pinged:
         time.sleep(1)
+        applied = agent_log.read_text().count(": applied (")
         started = time.monotonic()
         w.up.restart()
         print(f"astara up restarted in {time.monotonic() - started:.2f}s")
@@ -466,6 +470,10 @@ def test_restart_adopts_without_loss(w: World) -> None:
         time.sleep(4)  # two health periods: a rebuild would show now
     assert _identity(netns) == before, "the appliance was rebuilt, not adopted"
     assert w.sdk.network.get_router(router.id).status == "ACTIVE"
+    # the agent outlived astara up (decision 0016): adopted, its appliances not re-applied
+    assert _agent_pid(w.up) == agent, "the agent was restarted with astara up"
+    assert "adopted the appliance agent" in w.up.log.read_text()
+    assert agent_log.read_text().count(": applied (") == applied, "configurations re-applied"
     print(f"ping: {pinged['transmitted']} sent, {pinged['received']} received")
     assert pinged["transmitted"] > 30, pinged["output"]
     assert pinged["received"] == pinged["transmitted"], (
@@ -512,19 +520,18 @@ def test_kill_rebuilds_and_traffic_flows_again(w: World) -> None:
 
 
 def _agent_pid(up: Up) -> int | None:
-    """The pid of the appliance agent ``astara up`` started (its child serving the socket);
-    None while there is none (a killed one not yet reaped is a zombie, with no command line)."""
+    """The pid of the appliance agent serving ``up`` (``agent.pid`` in its state directory);
+    None while there is none running (a killed one not yet reaped is a zombie)."""
     state = Path(up.flags[up.flags.index("--state-dir") + 1])
-    socket_path = str(state / "agent.sock")
-    children = Path(f"/proc/{up.proc.pid}/task/{up.proc.pid}/children").read_text().split()
-    for pid in children:
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"serve" in argv and socket_path.encode() in argv:
-            return int(pid)
-    return None
+    try:
+        pid = int(json.loads((state / "agent.pid").read_text())["pid"])
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError, KeyError):
+        return None
+    if fields[0] == "Z" or b"serve" not in argv or str(state / "agent.sock").encode() not in argv:
+        return None
+    return pid
 
 
 def test_agent_killed_is_restarted_and_appliances_adopted_without_loss(w: World) -> None:
@@ -536,11 +543,11 @@ def test_agent_killed_is_restarted_and_appliances_adopted_without_loss(w: World)
     _until("the server reaches outside", lambda: _ping(vm, OUTSIDE), BOUND, w.up)
     before = _identity(netns)
     agent = _agent_pid(w.up)
-    assert agent is not None, "no agent among the children of astara up"
+    assert agent is not None, "no agent recorded in agent.pid"
 
     with _pinging(vm, OUTSIDE) as pinged:
         time.sleep(1)
-        os.kill(agent, signal.SIGKILL)  # a child of the astara up this test started
+        os.kill(agent, signal.SIGKILL)  # started by an astara up this test started
         _until("a new agent", lambda: _agent_pid(w.up) not in (None, agent), 30, w.up)
         _until("re-adopted", lambda: "re-adopted" in w.up.log.read_text(), 30, w.up)
         time.sleep(3)  # health probes of the re-adopted appliance answer again

@@ -6,10 +6,11 @@
   by default; SQLite at ``<state dir>/network.db``);
 - the embedded bus, shared by the network API (which publishes) and the
   orchestrator (which subscribes);
-- the appliance agent, as a subprocess ``astara appliance serve --empty``
+- the appliance agent, as a process ``astara appliance serve --empty``
   with its control socket ``<state dir>/agent.sock``, its state under
   ``<state dir>/appliance`` and a generated token ``<state dir>/token``
-  (log: ``<state dir>/agent.log``); ended by its pid on exit;
+  (log: ``<state dir>/agent.log``), recorded in ``<state dir>/agent.pid``;
+  left running on exit and adopted by the next ``up`` (decision 0016);
 - the netns provider and the L2 fabric (links prefixed ``--fabric-prefix``,
   VXLAN on a loopback underlay, flat and VLAN networks on the host NICs
   ``--uplink PHYSNET=NIC`` names, as ``astara server`` makes them, so routers
@@ -17,10 +18,11 @@
 - the orchestrator (``astara.orchestrator.runner``);
 - the metadata service on the management bridge's host address, port 9697.
 
-SIGINT/SIGTERM stop it cleanly. Appliances (namespaces, their dnsmasq) keep
-running, by design: the next ``astara up`` adopts them. The agent is
-supervised: if it dies it is started again and every appliance re-adopted
-(their traffic never depended on it, so nothing is rebuilt).
+SIGINT/SIGTERM stop it cleanly. Appliances (namespaces, their dnsmasq) and
+the agent keep running, by design: the next ``astara up`` adopts them, without
+re-applying a configuration. The agent is supervised: if it dies it is started
+again and every appliance re-adopted (their traffic never depended on it, so
+nothing is rebuilt).
 
 ``astara orchestrator`` is the same without the network API: it reconciles
 against ``--network-url`` (an ``astara network-api`` or a real Neutron) and
@@ -32,8 +34,9 @@ Both take ``--config FILE``: their flags from the file's ``[up]`` or
 ``[orchestrator]`` table (``astara.cli.config_file``); flags given win.
 
 ``astara down`` (run after ``up`` stopped, with the same flags) removes what
-``up`` made: every appliance namespace the provider lists (through a
-temporary agent, so that their dnsmasq/bird are stopped), the management
+``up`` made: every appliance namespace the provider lists (through the agent
+``up`` left, or a temporary one, so that their dnsmasq/bird are stopped; then
+the agent is ended), the management
 bridge, every fabric network with the fabric prefix (bridges and VXLAN
 devices, servers' ports too), and the state directory (the database, the
 token, the agent's state). Servers made by ``astara server`` keep their own
@@ -45,7 +48,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import ipaddress
+import json
 import logging
 import os
 import secrets
@@ -64,6 +69,7 @@ import httpx
 import sqlalchemy
 import uvicorn
 
+from astara.appliance.system.files import write_atomic
 from astara.bus.base import Bus, InvalidBusUrlError
 from astara.bus.transports import bus_from_url
 from astara.cli.config_file import add_config_option
@@ -131,6 +137,10 @@ class Layout:
     @property
     def agent_log(self) -> Path:
         return self.root / "agent.log"
+
+    @property
+    def agent_pid(self) -> Path:
+        return self.root / "agent.pid"
 
     @property
     def admin_token(self) -> Path:
@@ -359,9 +369,35 @@ def _token_file(path: Path) -> str:
 
 
 # -- the agent subprocess --------------------------------------------------------------
-class AgentProcess:
-    """``astara appliance serve --empty`` on the layout's socket, started and ended by its pid.
+def _code_stamp() -> str:
+    """A fingerprint of the installed astara code: an agent left running by an older
+    install is replaced rather than adopted."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha1(usedforsecurity=False)
+    for path in sorted(root.rglob("*.py")):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
+
+def _start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` (ticks since boot), None if it is gone or a zombie:
+    with the pid it names one process for good (a pid alone is reused)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
+
+
+class AgentProcess:
+    """``astara appliance serve --empty`` on the layout's socket: outlives ``astara up``.
+
+    The agent is data plane (each appliance's API and metadata proxy), so it is
+    started in a session of its own and left running when ``up`` stops; the next
+    ``up`` adopts it (``<state dir>/agent.pid`` names it by pid and start time),
+    and its appliances are not re-applied (decision 0016). One left by another
+    install of astara is ended and a new one started. ``astara down`` ends it.
     ``supervise`` restarts it when it dies and hands the orchestrator a call to
     re-adopt the appliances (a new agent serves nothing until told): their
     traffic never depended on the agent, so nothing is rebuilt.
@@ -370,9 +406,19 @@ class AgentProcess:
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
         self.proc: subprocess.Popen[bytes] | None = None
+        #: the agent's (pid, start time): ``proc``'s, or the adopted one's
+        self.running: tuple[int, int] | None = None
+        #: it was running before this ``up``; ``served``: this ``up`` got to serve with it
+        self.adopted = False
+        self.served = False
         self.control = AgentControl(layout.control)
         self.token_file = layout.token
         self.restarts = 0
+        self._stamp = _code_stamp()
+
+    @property
+    def pid(self) -> int | None:
+        return self.running[0] if self.running else None
 
     def _argv(self) -> list[str]:
         layout = self.layout
@@ -392,7 +438,7 @@ class AgentProcess:
         ]
 
     def spawn(self) -> subprocess.Popen[bytes]:
-        """Start it; the caller waits for its control socket (``ready``)."""
+        """Start it (in a session of its own); the caller waits for its control socket."""
         layout = self.layout
         _token_file(layout.token)
         layout.agent_state.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -400,16 +446,56 @@ class AgentProcess:
         layout.control.unlink(missing_ok=True)
         with layout.agent_log.open("ab") as output:
             self.proc = subprocess.Popen(
-                self._argv(), stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
+                self._argv(),
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C of up's terminal does not reach it
             )
+        started = _start_time(self.proc.pid)
+        self.running = (self.proc.pid, started) if started is not None else None
+        self.adopted = False
+        if started is not None:
+            record = {"pid": self.proc.pid, "start": started, "code": self._stamp}
+            write_atomic(layout.agent_pid, json.dumps(record) + "\n", 0o644)
         return self.proc
 
+    def _recorded(self) -> tuple[int, int, str] | None:
+        """The agent ``agent.pid`` names, if that very process still runs."""
+        try:
+            record = json.loads(self.layout.agent_pid.read_text())
+            pid, start, code = int(record["pid"]), int(record["start"]), str(record["code"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if _start_time(pid) != start:
+            return None
+        return pid, start, code
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.running is not None and _start_time(self.running[0]) == self.running[1]
+
     def ready(self) -> bool:
-        """Its control socket is there; SystemExit if it died or took too long to start."""
+        """Its control socket is there."""
         return self.layout.control.exists()
 
     def start(self) -> None:
-        """Start it and wait (blocking) until it listens."""
+        """Adopt the agent a previous ``up`` left running, else start one and wait
+        (blocking) until it listens; SystemExit if it does not."""
+        found = self._recorded()
+        if found is not None and found[2] == self._stamp and self.ready():
+            self.running, self.adopted = (found[0], found[1]), True
+            log.info("adopted the appliance agent (pid %d) left running", found[0])
+            return
+        if found is not None:
+            log.warning(
+                "the appliance agent (pid %d) left running is of another install of astara"
+                " (or lost its socket): ending it and starting a new one",
+                found[0],
+            )
+            self.running = (found[0], found[1])
+            self.stop()
         proc = self.spawn()
         deadline = time.monotonic() + AGENT_START_TIMEOUT
         while not self.ready():
@@ -423,13 +509,13 @@ class AgentProcess:
         """Restart the agent whenever it dies, then ``readopt``; runs until cancelled."""
         while True:
             await asyncio.sleep(SUPERVISE_PERIOD)
-            proc = self.proc
-            if proc is None or proc.poll() is None:
+            if self.alive():
                 continue
+            exited = self.proc.returncode if self.proc is not None else "an unknown status"
             log.error(
-                "the appliance agent (pid %d) exited with %s; restarting it (see %s)",
-                proc.pid,
-                proc.returncode,
+                "the appliance agent (pid %s) exited with %s; restarting it (see %s)",
+                self.pid,
+                exited,
                 self.layout.agent_log,
             )
             proc = self.spawn()
@@ -446,10 +532,26 @@ class AgentProcess:
                     log.exception("re-adopting the appliances failed; the reconciles will retry")
 
     def stop(self) -> None:
-        if self.proc is None:
+        """End it by its pid (SIGTERM, SIGKILL after 15 s) and forget it."""
+        if self.proc is not None:
+            end_process(self.proc, timeout=15)
+        elif self.running is not None:
+            _end_adopted(*self.running, timeout=15)
+        self.proc, self.running = None, None
+        self.layout.agent_pid.unlink(missing_ok=True)
+
+
+def _end_adopted(pid: int, start: int, *, timeout: float) -> None:
+    """End a process we did not start in this run but know by (pid, start time): SIGTERM,
+    then SIGKILL after ``timeout`` s; nothing is sent once that process is gone."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if _start_time(pid) != start:
             return
-        end_process(self.proc, timeout=15)
-        self.proc = None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while _start_time(pid) == start and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 class ExternalAgent:
@@ -464,6 +566,7 @@ class ExternalAgent:
         self.token_file = token_file
         self.control = AgentControl(socket)
         self.restarts = 0
+        self.served = False
 
     def _inode(self) -> int | None:
         try:
@@ -503,7 +606,7 @@ def _agent_for(args: argparse.Namespace, layout: Layout) -> Iterator[AgentProces
     """The agent of ``--agent-socket`` if given, else one started in the state directory."""
     socket = getattr(args, "agent_socket", None)
     if socket is None:
-        with _agent(layout) as agent:
+        with _agent(layout, keep=True) as agent:
             yield agent
         return
     external = ExternalAgent(socket, args.agent_token_file or socket.parent / "token")
@@ -512,14 +615,17 @@ def _agent_for(args: argparse.Namespace, layout: Layout) -> Iterator[AgentProces
 
 
 @contextlib.contextmanager
-def _agent(layout: Layout) -> Iterator[AgentProcess]:
-    """The agent, running for the block; ended by its pid after."""
+def _agent(layout: Layout, *, keep: bool) -> Iterator[AgentProcess]:
+    """The agent (adopted or started) for the block; after it, ended by its pid (``down``),
+    or with ``keep`` (``up``) left running for the next ``up`` to adopt — unless this one
+    started it and failed before it served (then nothing is left behind)."""
     agent = AgentProcess(layout)
     try:
         agent.start()
         yield agent
     finally:
-        agent.stop()
+        if not keep or not (agent.adopted or agent.served):
+            agent.stop()
 
 
 def _provider(args: argparse.Namespace, agent: AgentControl) -> NetnsProvider:
@@ -669,7 +775,7 @@ async def _run_up(
             _banner(args, layout, provider, metadata)
             if args.admin_port:
                 await _serve_admin(stack, args.admin_port, layout.admin_token, orchestrator)
-            print("ready; Ctrl-C stops (appliances keep running)", flush=True)
+            print("ready; Ctrl-C stops (appliances and their agent keep running)", flush=True)
             await _run_until(stop, orchestrator, agent)
     finally:
         await metadata_client.aclose()
@@ -748,6 +854,7 @@ async def _run_until(
     stop: asyncio.Event, orchestrator: Orchestrator, agent: AgentProcess | ExternalAgent
 ) -> None:
     """Run the orchestrator, the agent's supervisor with it, until ``stop`` (or it ends)."""
+    agent.served = True
     running = asyncio.create_task(orchestrator.run(), name="orchestrator")
     supervising = asyncio.create_task(
         agent.supervise(orchestrator.readopt), name="agent-supervisor"
@@ -932,7 +1039,7 @@ def _down(args: argparse.Namespace) -> int:
     _quiet_httpx()
     layout = Layout(args.state_dir)
     layout.root.mkdir(mode=0o755, parents=True, exist_ok=True)
-    with _agent(layout) as agent:
+    with _agent(layout, keep=False) as agent:
         removed = asyncio.run(_run_down(args, agent.control))
     shutil.rmtree(layout.root, ignore_errors=True)
     removed.append(f"state directory {layout.root}")
