@@ -97,6 +97,8 @@ class FakeReader:
 
     gone: bool = False
     router_reads: int = 0
+    #: the router's status as the network API shows it
+    status: str | None = None
     ports: list[PortRecord] = field(default_factory=lambda: [GATEWAY, IFACE_A])
     subnets_by_id: dict[str, SubnetRecord] = field(
         default_factory=lambda: {
@@ -112,7 +114,12 @@ class FakeReader:
         if self.gone:
             raise RouterGone(router_id)
         return RouterRecord(
-            id=router_id, name="r1", project_id="p1", gateway_network_id="ext", routes=()
+            id=router_id,
+            name="r1",
+            project_id="p1",
+            gateway_network_id="ext",
+            routes=(),
+            status=self.status,
         )
 
     async def router_ports(self, *, router_id: str) -> Sequence[PortRecord]:
@@ -308,6 +315,26 @@ async def test_a_config_already_applied_is_not_pushed_again() -> None:
     assert world.appliance.puts == []
     assert "destroy" not in world.operations()
     assert world.statuses()[-1] == "ACTIVE"
+
+
+async def test_a_restart_does_not_publish_the_status_the_network_api_shows() -> None:
+    world = World()
+    await world.converge()
+    world.store.states.clear()
+    world.restart()
+    world.reader.status = "ACTIVE"  # as the previous orchestrator left it
+    published = len(world.published)
+    assert await world.step() is Action.NOTHING
+    assert await world.state() is State.ACTIVE
+    assert len(world.published) == published  # no PUT, and no notification back
+    # a status the API shows wrongly is corrected, once
+    world.store.states.clear()
+    world.restart()
+    world.reader.status = "ERROR"
+    assert await world.step() is Action.NOTHING
+    assert world.statuses()[published:] == ["ACTIVE"]
+    assert await world.step() is Action.NOTHING
+    assert world.statuses()[published:] == ["ACTIVE"]
 
 
 async def test_an_interface_added_is_hot_plugged_then_configured_in_one_look() -> None:

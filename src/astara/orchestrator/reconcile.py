@@ -70,7 +70,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, cast, get_args
 
 import httpx
 
@@ -318,6 +318,18 @@ class _StepReader:
         return await self._reader.floating_ips(router_id=router_id)
 
 
+def _published_as_shown(remembered: RouterState, router: RouterRecord | None) -> RouterState:
+    """A router whose status this orchestrator never published (it just started) takes the
+    one the network API shows as published: a restart does not write every router's
+    status again (a PUT, and a notification that brings the router back, each)."""
+    if remembered.published is not None or router is None:
+        return remembered
+    shown = router.status
+    if shown not in get_args(ApiStatus):
+        return remembered
+    return replace(remembered, published=cast(ApiStatus, shown))
+
+
 class RouterReconciler:
     """Converges one router per ``reconcile`` call; see the module docstring."""
 
@@ -389,6 +401,7 @@ class RouterReconciler:
             finally:
                 await reader.close()
             deleted = seen.observation.deleted
+            remembered = _published_as_shown(remembered, seen.router)
             if self._journal is not None and seen.router is not None:
                 self._journal.tenant(key.id, seen.router.project_id)
             booted_at = seen.observation.booted_at if seen.instance is not None else None

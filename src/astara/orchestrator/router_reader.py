@@ -66,6 +66,8 @@ class RouterRecord:
     project_id: str
     gateway_network_id: str | None
     routes: tuple[RouteRecord, ...]
+    #: the status the network API shows (None: it shows none)
+    status: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,6 +170,7 @@ def parse_router(obj: Mapping[str, Any]) -> RouterRecord:
         project_id=_str(obj, "project_id", optional=True) or _str(obj, "tenant_id"),
         gateway_network_id=_str(gateway, "network_id", optional=True),
         routes=_routes(obj.get("routes"), "routes"),
+        status=_str(obj, "status", optional=True),
     )
 
 
