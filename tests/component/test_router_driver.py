@@ -352,3 +352,54 @@ def test_the_reader_follows_pages_and_refuses_what_is_not_neutron() -> None:
 
     assert asyncio.run(run()) == ["p1", "p2"]
     assert "fixed_ips=subnet_id%3Ds1" in seen[0] and "marker=p1" in seen[1]
+
+
+def test_the_whole_view_read_builds_what_live_reads_build(
+    network_api: NetworkApi, sdk: Connection
+) -> None:
+    """``SnapshotRouterReader`` (the startup sweep's five lists) answers as the live reader:
+    the same configuration for each router, the same lookups, a router it lacks is gone."""
+    t = _topology(sdk)
+    second = sdk.network.create_router(name="r2")
+    sdk.network.add_interface_to_router(second, subnet_id=t["dual_v4"].id)
+    routers = [t["router"].id, second.id]
+
+    async def run() -> None:
+        async with neutron_client(
+            url=network_api.url, headers=noauth_admin_headers(), timeout=2
+        ) as client:
+            live = HttpRouterReader(client=client)
+            snapshot = await live.snapshot()
+            assert len(snapshot) == len(routers)
+            subnet_ids = [t["priv_sub"].id, t["dual_v4"].id, t["dual_v6"].id, "no-such-subnet"]
+            network_ids = [t["public"].id, t["dual"].id, "no-such-network"]
+            for router_id in routers:
+                built = [
+                    await build_config(
+                        router_id=router_id,
+                        reader=reader,
+                        management=MGMT,
+                        orchestrator=ORCHESTRATOR,
+                    )
+                    for reader in (live, snapshot)
+                ]
+                assert built[0] == built[1]
+                assert await snapshot.router(router_id=router_id) == await live.router(
+                    router_id=router_id
+                )
+                for method in ("router_ports", "floating_ips"):
+                    got = await getattr(snapshot, method)(router_id=router_id)
+                    want = await getattr(live, method)(router_id=router_id)
+                    assert sorted(got, key=repr) == sorted(want, key=repr), method
+            for ids, method, key in (
+                (subnet_ids, "subnets", "subnet_ids"),
+                (subnet_ids, "ports_on_subnets", "subnet_ids"),
+                (network_ids, "networks", "network_ids"),
+            ):
+                got = await getattr(snapshot, method)(**{key: ids})
+                want = await getattr(live, method)(**{key: ids})
+                assert got and sorted(got, key=repr) == sorted(want, key=repr), method
+            with pytest.raises(RouterGone):
+                await snapshot.router(router_id="00000000-0000-0000-0000-000000000000")
+
+    asyncio.run(run())

@@ -362,6 +362,9 @@ class RouterReconciler:
         #: router's lease is still this one's, ``ownership.Ownership.fence``); None: always
         self._fence = fence
         self._reader = reader
+        #: a whole-view reader to look with instead of ``reader`` while it is set (the
+        #: runner's startup sweep: ``SnapshotRouterReader``); None: read live
+        self.snapshot: RouterReader | None = None
         self._provider = provider
         self._appliance = appliance
         self._sink = status_sink
@@ -395,7 +398,8 @@ class RouterReconciler:
         booted_at: float | None = None
         journal_from = remembered.state
         try:
-            reader = _StepReader(self._reader)  # one reconcile reads the router once
+            # one reconcile reads the router once
+            reader = _StepReader(self.snapshot or self._reader)
             try:
                 seen = await self._observe(key, remembered.state, reader)
             finally:

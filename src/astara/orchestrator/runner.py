@@ -30,6 +30,13 @@ Invariants:
   is called on it, so an appliance left running by a previous process is
   served again instead of being rebuilt. The sweep retries while the network
   API does not answer.
+- The sweep's reconciles look at the network through one whole-view read
+  (``SnapshotRouterReader``: five lists instead of six reads per router),
+  taken after the routers were listed. It is used only while it is as fresh
+  as a live read: it is dropped at the first notification resolved after its
+  reads began (or one arriving while they ran discards it), on any resync,
+  and after ``SNAPSHOT_TTL`` s. A reconcile that looked with it when a
+  notification came is run again for that notification, with live reads.
 - With ``ownership`` (several orchestrators on a hash ring, issue 6;
   ``ownership.py``), a router is kept only while the ring gives it to this
   member AND its lease is held: there is no startup sweep of its own; the
@@ -137,6 +144,8 @@ DRAIN_TIMEOUT = 10.0
 """Seconds ``close`` lets running reconciles finish before cancelling them."""
 ADOPT_CONCURRENCY = 16
 """Instances adopted at once by the startup sweep and ``readopt``."""
+SNAPSHOT_TTL = 60.0
+"""Seconds the startup sweep's whole-view read may serve reconciles, at most."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +264,9 @@ class Orchestrator:
         self._sweep_task: asyncio.Task[None] | None = None
         self._resync_task: asyncio.Task[None] | None = None
         self._resync_again = False
+        #: notifications resolved and resyncs so far: a whole-view read spanning one is stale
+        self._changes = 0
+        self._snapshot_timer: asyncio.TimerHandle | None = None
         breaker: CircuitBreaker[ResourceKey] = CircuitBreaker(
             window_seconds=self.settings.breaker_window
         )
@@ -308,7 +320,7 @@ class Orchestrator:
             reader=HttpNetworkReader(client=self._client),
             enqueue=self._enqueue,
             # a lambda: ``operations`` is made below, once the health monitor exists
-            on_event=lambda event_type, keys: self.operations.on_event(event_type, keys),  # noqa: PLW0108
+            on_event=self._on_event,
             on_overflow=self._resync,
             record=self.pending.record if self.pending is not None else None,
         )
@@ -494,6 +506,7 @@ class Orchestrator:
             delay = min(delay * 2, MAX_SWEEP_RETRY)
         instances = self._mine(instances)
         routers = [r for r in routers if self._shard.keeps(ResourceKey.router(r))]
+        await self._take_snapshot()
         await self._adopt_all(instances)
         keys = {ResourceKey.router(r) for r in routers}
         keys |= {ResourceKey.router(i.router_id) for i in instances}
@@ -534,10 +547,41 @@ class Orchestrator:
 
         await asyncio.gather(*(take(router_id) for router_id in router_ids))
 
+    def _on_event(self, event_type: str, keys: frozenset[ResourceKey]) -> None:
+        """A notification resolved, before its keys are enqueued: the network changed."""
+        self._changes += 1
+        self._drop_snapshot()
+        self.operations.on_event(event_type, keys)
+
+    async def _take_snapshot(self) -> None:
+        """Have the reconciler look through one whole-view read (see the module); on any
+        failure it reads live, as without."""
+        before = self._changes
+        try:
+            snapshot = await HttpRouterReader(client=self._client).snapshot()
+        except Exception as exc:  # noqa: BLE001 - an optimisation: the reconciles read live
+            log.info("startup sweep: no whole-view read (%s); reading router by router", exc)
+            return
+        if self._changes != before or self._closing:
+            return  # the network changed while it was read: not used at all
+        self.reconciler.snapshot = snapshot
+        self._snapshot_timer = asyncio.get_running_loop().call_later(
+            SNAPSHOT_TTL, self._drop_snapshot
+        )
+        log.info("startup sweep: %d routers read at once", len(snapshot))
+
+    def _drop_snapshot(self) -> None:
+        self.reconciler.snapshot = None
+        if self._snapshot_timer is not None:
+            self._snapshot_timer.cancel()
+            self._snapshot_timer = None
+
     def _resync(self) -> None:
         """Notifications were lost (the bus overflowed, or its connection was lost and is back):
         enqueue every router, as ``poll`` does, in a task of its own; one at a time, and a
         resync asked while one runs runs again after it (that one may have read too early)."""
+        self._changes += 1
+        self._drop_snapshot()
         if self._closing:
             return
         if self._resync_task is not None and not self._resync_task.done():
@@ -639,6 +683,7 @@ class Orchestrator:
         """Stop every part: no new keys, running reconciles drained (then cancelled). Idempotent."""
         self._closing = True
         self._cancel_timers()
+        self._drop_snapshot()
         if self._sweep_task is not None:
             self._sweep_task.cancel()
         await self._stop_resync()
