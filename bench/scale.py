@@ -63,14 +63,14 @@ ROUTERS = 1000
 #: routers being created through the API at once
 IN_FLIGHT = 16
 HEALTH_PERIOD = 5.0
-#: what limits P3 when it misses (py-spy of the restart, 1,000 routers)
+#: what limits P3 when it misses
 P3_LIMIT = (
-    "Limit (py-spy during the restart): the agent is a child of astara up, so the restart "
-    "restarts it too, and the new agent re-applies all saved configurations in full (kernel "
-    "read-back and sysctls, ~40 ms of CPU each, in one process: ~60 % of the samples), then "
-    "ip calls and the orchestrator's network-API reads; stopping astara up takes ~16 s. Fix: "
-    "the agent outliving the orchestrator (adopted over its control socket), or adopting a "
-    "saved configuration as applied without reading the kernel back."
+    "Limit (not profiled at 1,000 since the agent outlives astara up, decision 0016): no "
+    "configuration is re-applied any more; the new orchestrator lists every namespace (one "
+    "ip process each), reads the whole network view at once, adopts every appliance (one "
+    "agent request each) and verifies each (its configuration read back and compared), all "
+    "on the one event loop that also serves the network API in astara up. Fix: the network "
+    "API in its own process; the namespaces read in-process."
 )
 #: what limits P6's CPU figure when it misses: see the parts in the notes
 CPU_LIMIT = (

@@ -118,3 +118,27 @@ async def test_a_reconcile_looks_through_it(
     # the network API at 127.0.0.1:9 answers nothing: a look that completes read the view
     decision = await orchestrator.reconciler.step(KEY)
     assert decision is not None, "the look read the network live"
+
+
+async def test_the_sweep_enqueues_each_router_once_its_instance_is_adopted(
+    orchestrator: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _reading(monkeypatch)
+    provider = orchestrator._provider
+    assert isinstance(provider, FakeProvider)
+    adopted = "00000000-0000-0000-0000-0000000000c1"
+    await provider.boot(router_id=adopted, ports=())
+    order: list[str] = []
+
+    async def router_ids() -> list[str]:
+        return [ROUTER, adopted]
+
+    async def adopt(instance: Instance) -> None:
+        order.append(f"adopt {instance.router_id}")
+
+    monkeypatch.setattr(orchestrator, "_router_ids", router_ids)
+    monkeypatch.setattr(orchestrator, "_adopt", adopt)
+    monkeypatch.setattr(orchestrator, "_enqueue", lambda key: order.append(f"enqueue {key.id}"))
+    await orchestrator._sweep()
+    # the router without an instance at once; the other after its adoption
+    assert order == [f"enqueue {ROUTER}", f"adopt {adopted}", f"enqueue {adopted}"]

@@ -186,12 +186,23 @@ class ApplianceServer:
         log.info("stopped serving %s", appliance.netns.label)
 
     async def close(self) -> None:
-        """Close every listener; leave the data plane running (see module docstring)."""
+        """Close every listener; leave the data plane running (see module docstring).
+
+        All at once: each uvicorn shutdown polls its connections every 0.1 s until they
+        are gone, so one after the other 200 appliances took ~17 s to stop.
+        """
         async with self._lock:
-            for appliance in list(self.appliances.values()):
-                with contextlib.suppress(ApplianceError, OSError):
-                    await self._close(appliance, stop_services=False)
+            appliances = list(self.appliances.values())
             self.appliances.clear()
+            results = await asyncio.gather(
+                *(self._close(a, stop_services=False) for a in appliances),
+                return_exceptions=True,
+            )
+            for appliance, result in zip(appliances, results, strict=True):
+                if isinstance(result, Exception) and not isinstance(
+                    result, ApplianceError | OSError
+                ):
+                    log.error("closing %s: %r", appliance.netns.label, result)
 
     def listing(self) -> list[dict[str, Any]]:
         return [a.describe() for a in self.appliances.values()]

@@ -24,12 +24,13 @@ Invariants:
 - The startup sweep enqueues every router ``GET /v2.0/routers`` lists (as
   admin) and every instance ``provider.list()`` finds (of this process's
   shard: with ``shards`` > 1 each process adopts and reconciles only its own), so instances whose
-  router is gone are reconciled too (and destroyed). Before that, every found
-  instance is *adopted*: ``adopt`` (by default ``provider.boot`` with no
-  ports, which is idempotent and re-registers the namespace with the agent)
-  is called on it, so an appliance left running by a previous process is
-  served again instead of being rebuilt. The sweep retries while the network
-  API does not answer.
+  router is gone are reconciled too (and destroyed). Every found instance is
+  *adopted* first: ``adopt`` (by default ``provider.boot`` with no ports,
+  which is idempotent and re-registers the namespace with the agent) is
+  called on it, so an appliance left running by a previous process is served
+  again instead of being rebuilt; its router is enqueued as soon as it is
+  (routers without an instance at once), so looks and adoptions overlap.
+  The sweep retries while the network API does not answer.
 - The sweep's reconciles look at the network through one whole-view read
   (``SnapshotRouterReader``: five lists instead of six reads per router),
   taken after the routers were listed. It is used only while it is as fresh
@@ -507,17 +508,21 @@ class Orchestrator:
         instances = self._mine(instances)
         routers = [r for r in routers if self._shard.keeps(ResourceKey.router(r))]
         await self._take_snapshot()
-        await self._adopt_all(instances)
-        keys = {ResourceKey.router(r) for r in routers}
-        keys |= {ResourceKey.router(i.router_id) for i in instances}
+        # a router with an instance is enqueued once that instance is adopted, the others
+        # at once: the looks run while the adoptions (answered by the agent) go on
+        adopting = {ResourceKey.router(i.router_id) for i in instances}
+        keys = adopting | {ResourceKey.router(r) for r in routers}
+        for key in sorted(keys - adopting, key=str):
+            self._enqueue(key)
+        await self._adopt_all(
+            instances, then=lambda instance: self._enqueue(ResourceKey.router(instance.router_id))
+        )
         log.info(
             "startup sweep: %d routers, %d instances adopted; %d keys enqueued",
             len(routers),
             len(instances),
             len(keys),
         )
-        for key in sorted(keys, key=str):
-            self._enqueue(key)
 
     async def _candidates(self) -> set[str]:
         """Every router the ring may give this member: the network API's and, the first time
@@ -611,9 +616,14 @@ class Orchestrator:
         """The instances of this process's shard: another shard's are its own to adopt."""
         return [i for i in instances if self._shard.keeps(ResourceKey.router(i.router_id))]
 
-    async def _adopt_all(self, instances: Collection[Instance]) -> None:
+    async def _adopt_all(
+        self,
+        instances: Collection[Instance],
+        then: Callable[[Instance], object] | None = None,
+    ) -> None:
         """Adopt ``instances``, ``ADOPT_CONCURRENCY`` at a time (one after the other, 1,000
-        took most of a restart: each is a few ``ip`` calls and one agent request)."""
+        took most of a restart: each is a few ``ip`` calls and one agent request); ``then``
+        is called with each once it is adopted (or could not be: the reconcile repairs it)."""
         limit = asyncio.Semaphore(ADOPT_CONCURRENCY)
 
         async def adopt(instance: Instance) -> None:
@@ -626,6 +636,8 @@ class Orchestrator:
                 except Exception as exc:  # noqa: BLE001 - the reconcile rebuilds what cannot be adopted
                     log.warning("router %s: not adopted: %s", instance.router_id, exc)
                 await self._remember(instance.router_id, instance)
+            if then is not None:
+                then(instance)
 
         await asyncio.gather(*(adopt(instance) for instance in instances))
 
