@@ -43,6 +43,7 @@ from typing import Any
 
 import pytest
 
+from astara.cli import up as up_cli
 from astara.lab import kill_namespace
 from astara.orchestrator.appliance_client import DEFAULT_PORT as APPLIANCE_PORT
 from tests.component.conftest import connect
@@ -525,11 +526,12 @@ def _agent_pid(up: Up) -> int | None:
     state = Path(up.flags[up.flags.index("--state-dir") + 1])
     try:
         pid = int(json.loads((state / "agent.pid").read_text())["pid"])
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError, KeyError):
         return None
-    if fields[0] == "Z" or b"serve" not in argv or str(state / "agent.sock").encode() not in argv:
+    if up_cli._start_time(pid) is None:  # gone, or a zombie
+        return None
+    if b"serve" not in argv or str(state / "agent.sock").encode() not in argv:
         return None
     return pid
 
